@@ -1,0 +1,295 @@
+//! The logical schema: the tables and columns clients see, with the descriptions agents read.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// The one catalog Sluice serves.
+pub const CATALOG: &str = "sluice";
+/// The one schema of [`CATALOG`] holding the data tables.
+pub const SCHEMA: &str = "public";
+/// The time zone of every timestamp Sluice serves.
+pub const TIME_ZONE: &str = "UTC";
+
+/// Whether rows of a table belong to one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// Rows carry a `user_id`; a listener sees only its own.
+    UserKeyed,
+    /// Shared metadata (tracks, artists, albums); everyone sees all of it.
+    Entity,
+}
+
+/// One column of a logical table.
+#[derive(Debug, Clone)]
+pub struct ColumnDef {
+    pub name: &'static str,
+    pub data_type: DataType,
+    pub nullable: bool,
+    pub description: &'static str,
+}
+
+/// A foreign key from a column of one table to the primary key of another.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub column: &'static str,
+    pub references_table: &'static str,
+    pub references_column: &'static str,
+}
+
+/// One logical table: name, description, columns and keys.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub kind: TableKind,
+    pub columns: Vec<ColumnDef>,
+    pub primary_key: Vec<&'static str>,
+    pub foreign_keys: Vec<ForeignKey>,
+    schema: SchemaRef,
+}
+
+impl TableDef {
+    fn new(
+        name: &'static str,
+        description: &'static str,
+        kind: TableKind,
+        columns: Vec<ColumnDef>,
+        primary_key: Vec<&'static str>,
+        foreign_keys: Vec<ForeignKey>,
+    ) -> Self {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| Field::new(c.name, c.data_type.clone(), c.nullable))
+            .collect();
+        Self {
+            name,
+            description,
+            kind,
+            columns,
+            primary_key,
+            foreign_keys,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    /// The Arrow schema of the table as every source serves it (no field metadata).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The column called `name`, if any.
+    pub fn column(&self, name: &str) -> Option<&ColumnDef> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+fn col(
+    name: &'static str,
+    data_type: DataType,
+    nullable: bool,
+    description: &'static str,
+) -> ColumnDef {
+    ColumnDef {
+        name,
+        data_type,
+        nullable,
+        description,
+    }
+}
+
+fn fk(column: &'static str, table: &'static str, references: &'static str) -> ForeignKey {
+    ForeignKey {
+        column,
+        references_table: table,
+        references_column: references,
+    }
+}
+
+/// The Arrow type of `streams.ts`: milliseconds in UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some(TIME_ZONE.into()))
+}
+
+static TABLES: LazyLock<Vec<TableDef>> = LazyLock::new(|| {
+    vec![
+        TableDef::new(
+            STREAMS,
+            "Every listening event (one row per play), recent and historical together. \
+             A listener sees only its own rows. Join track_uri with tracks for names, \
+             artists and albums.",
+            TableKind::UserKeyed,
+            vec![
+                col(
+                    "user_id",
+                    DataType::Utf8,
+                    false,
+                    "The listener who played the track.",
+                ),
+                col(
+                    "track_uri",
+                    DataType::Utf8,
+                    false,
+                    "The track played; joins tracks.track_uri.",
+                ),
+                col(
+                    "ts",
+                    timestamp_type(),
+                    false,
+                    "When the play started (UTC, millisecond precision).",
+                ),
+                col(
+                    "ms_played",
+                    DataType::Int64,
+                    false,
+                    "How long the track was played, in milliseconds; well below \
+                     tracks.duration_ms means the listener skipped it.",
+                ),
+            ],
+            vec![],
+            vec![fk("track_uri", TRACKS, "track_uri")],
+        ),
+        TableDef::new(
+            TRACKS,
+            "Track metadata from the entity catalog, shared by all listeners.",
+            TableKind::Entity,
+            vec![
+                col(
+                    "track_uri",
+                    DataType::Utf8,
+                    false,
+                    "Track identifier, e.g. spotify:track:...",
+                ),
+                col("track_name", DataType::Utf8, false, "Track title."),
+                col(
+                    "artist_uri",
+                    DataType::Utf8,
+                    false,
+                    "The performing artist; joins artists.artist_uri.",
+                ),
+                col(
+                    "album_uri",
+                    DataType::Utf8,
+                    false,
+                    "The album the track is on; joins albums.album_uri.",
+                ),
+                col(
+                    "duration_ms",
+                    DataType::Int64,
+                    false,
+                    "Length of the track in milliseconds.",
+                ),
+            ],
+            vec!["track_uri"],
+            vec![
+                fk("artist_uri", ARTISTS, "artist_uri"),
+                fk("album_uri", ALBUMS, "album_uri"),
+            ],
+        ),
+        TableDef::new(
+            ARTISTS,
+            "Artist metadata from the entity catalog, shared by all listeners.",
+            TableKind::Entity,
+            vec![
+                col(
+                    "artist_uri",
+                    DataType::Utf8,
+                    false,
+                    "Artist identifier, e.g. spotify:artist:...",
+                ),
+                col("artist_name", DataType::Utf8, false, "Artist name."),
+                col(
+                    "genre",
+                    DataType::Utf8,
+                    false,
+                    "The artist's main genre, e.g. 'indie rock'.",
+                ),
+            ],
+            vec!["artist_uri"],
+            vec![],
+        ),
+        TableDef::new(
+            ALBUMS,
+            "Album metadata from the entity catalog, shared by all listeners.",
+            TableKind::Entity,
+            vec![
+                col(
+                    "album_uri",
+                    DataType::Utf8,
+                    false,
+                    "Album identifier, e.g. spotify:album:...",
+                ),
+                col("album_name", DataType::Utf8, false, "Album title."),
+                col(
+                    "artist_uri",
+                    DataType::Utf8,
+                    false,
+                    "The album's artist; joins artists.artist_uri.",
+                ),
+                col(
+                    "release_date",
+                    DataType::Date32,
+                    false,
+                    "Day the album was released.",
+                ),
+            ],
+            vec!["album_uri"],
+            vec![fk("artist_uri", ARTISTS, "artist_uri")],
+        ),
+    ]
+});
+
+/// Name of the listening-events table.
+pub const STREAMS: &str = "streams";
+/// Name of the tracks table.
+pub const TRACKS: &str = "tracks";
+/// Name of the artists table.
+pub const ARTISTS: &str = "artists";
+/// Name of the albums table.
+pub const ALBUMS: &str = "albums";
+
+/// Every logical table of `sluice.public`, in a stable order.
+pub fn tables() -> &'static [TableDef] {
+    &TABLES
+}
+
+/// The logical table called `name` (exact, lower-case), if any.
+pub fn table(name: &str) -> Option<&'static TableDef> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+/// The schema of `streams`.
+pub fn streams_schema() -> SchemaRef {
+    table(STREAMS).expect("streams is declared").schema()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_real_columns() {
+        for t in tables() {
+            for k in &t.primary_key {
+                assert!(t.column(k).is_some(), "{}.{k}", t.name);
+            }
+            for f in &t.foreign_keys {
+                assert!(t.column(f.column).is_some(), "{}.{}", t.name, f.column);
+                let other = table(f.references_table).expect("referenced table exists");
+                assert!(other.column(f.references_column).is_some());
+                assert!(other.primary_key.contains(&f.references_column));
+            }
+        }
+    }
+
+    #[test]
+    fn only_streams_is_user_keyed() {
+        let keyed: Vec<_> = tables()
+            .iter()
+            .filter(|t| t.kind == TableKind::UserKeyed)
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(keyed, vec![STREAMS]);
+        assert!(table(STREAMS).unwrap().column("user_id").is_some());
+    }
+}

@@ -1,0 +1,48 @@
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
+use datafusion::error::Result;
+
+/// One branch of `streams`: a store of listening events with the logical `streams` schema
+/// ([`sluice_catalog::streams_schema`]).
+pub trait EventSource: Debug + Send + Sync {
+    /// Short name for logs and EXPLAIN: `memory`, `parquet`, `redis`, `clickhouse`.
+    fn name(&self) -> &str;
+
+    /// The table serving this branch. The planner adds the branch's half of the time range
+    /// (`ts < W` or `ts >= W`) to the filters it passes; the provider prunes with them.
+    fn table(&self) -> Arc<dyn TableProvider>;
+}
+
+/// Where the hot/cold boundary `W` is published. Every event with `ts < W` is in the cold
+/// source, every event with `ts >= W` in the hot one. A query reads it once.
+#[async_trait]
+pub trait Watermark: Debug + Send + Sync {
+    /// `W` in milliseconds since the Unix epoch (UTC).
+    async fn current_ms(&self) -> Result<i64>;
+}
+
+/// A watermark that does not move (the embedded default, where nothing is loaded while
+/// serving).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedWatermark(pub i64);
+
+#[async_trait]
+impl Watermark for FixedWatermark {
+    async fn current_ms(&self) -> Result<i64> {
+        Ok(self.0)
+    }
+}
+
+/// Everything the planner reads from: the two branches of `streams`, the watermark between
+/// them, and the entity tables by logical name.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub hot: Arc<dyn EventSource>,
+    pub cold: Arc<dyn EventSource>,
+    pub watermark: Arc<dyn Watermark>,
+    /// `tracks`, `artists`, `albums`.
+    pub entities: Vec<(String, Arc<dyn TableProvider>)>,
+}

@@ -1,0 +1,25 @@
+/// Why a caller was not let in. Messages never say which of user name or password was wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no credentials: log in with HTTP Basic (user name and password) or send 'authorization: Bearer <token>'")]
+    MissingCredentials,
+    #[error("malformed authorization header: {0}")]
+    MalformedHeader(&'static str),
+    #[error("invalid user name or password")]
+    BadCredentials,
+    #[error("invalid or unknown bearer token; log in again")]
+    InvalidToken,
+    #[error("session expired; log in again")]
+    Expired,
+}
+
+/// A principal configuration that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("principal '{name}': {problem}")]
+    Invalid { name: String, problem: String },
+    #[error("principal '{0}' is declared twice")]
+    DuplicateName(String),
+    #[error("principals '{0}' and '{1}' have the same token")]
+    DuplicateToken(String, String),
+}

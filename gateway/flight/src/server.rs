@@ -1,0 +1,159 @@
+//! The gRPC face of Sluice: every Flight call but Handshake is authenticated here, then
+//! handed to [`SluiceSqlService`]. It also answers GetSchema, which arrow-flight's generic
+//! Flight SQL dispatch leaves unimplemented.
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
+};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use sluice_auth::Authenticator;
+use sluice_planner::QueryEngine;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::service::{Caller, SluiceSqlService};
+use crate::session::Sessions;
+
+type Inner = SluiceSqlService;
+
+/// The Flight service Sluice serves: authentication in front of the Flight SQL commands.
+#[derive(Debug, Clone)]
+pub struct SluiceFlightService {
+    inner: Arc<Inner>,
+}
+
+impl SluiceFlightService {
+    pub fn new(engine: Arc<QueryEngine>, auth: Arc<Authenticator>) -> Self {
+        Self {
+            inner: Arc::new(SluiceSqlService {
+                engine,
+                auth,
+                sessions: Arc::new(Sessions::default()),
+            }),
+        }
+    }
+
+    /// The tonic service to mount on a server.
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// Resolves the caller from the `authorization` header, or refuses the call.
+    fn authorize<T>(&self, mut request: Request<T>) -> Result<Request<T>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().map(str::to_string))
+            .transpose()
+            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+        let principal = self
+            .inner
+            .auth
+            .authenticate(header.as_deref())
+            .map_err(Error::from)?;
+        request.extensions_mut().insert(Caller {
+            principal,
+            session_key: header.unwrap_or_default(),
+        });
+        Ok(request)
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for SluiceFlightService {
+    type HandshakeStream = <Inner as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Inner as FlightService>::ListFlightsStream;
+    type DoGetStream = <Inner as FlightService>::DoGetStream;
+    type DoPutStream = <Inner as FlightService>::DoPutStream;
+    type DoActionStream = <Inner as FlightService>::DoActionStream;
+    type ListActionsStream = <Inner as FlightService>::ListActionsStream;
+    type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.inner.handshake(request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.list_flights(request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.get_flight_info(request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.poll_flight_info(request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let request = self.authorize(request)?;
+        let schema = self.inner.schema_for(request).await?;
+        let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: datafusion::arrow::error::ArrowError| Error::Encode(e.to_string()))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.do_get(request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.do_put(request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.do_exchange(request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.do_action(request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let request = self.authorize(request)?;
+        self.inner.list_actions(request).await
+    }
+}
+

@@ -1,0 +1,894 @@
+//! The Flight SQL service: arrow-flight's `FlightSqlService`, overriding only the commands
+//! Sluice answers. Every call reaching it has been authenticated by
+//! [`crate::SluiceFlightService`], which leaves the [`Caller`] in the request's extensions.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginTransactionRequest, ActionBeginTransactionResult, ActionCancelQueryRequest,
+    ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, Command,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::ScalarValue;
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use sluice_auth::{Authenticator, Principal};
+use sluice_planner::{PlannedStatement, Query, QueryEngine, Route, RouteBranch};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, info_span, Instrument};
+
+use crate::error::{Error, Result};
+use crate::metadata::{self, KeyFilter, SQL_INFO, XDBC_TYPES};
+use crate::results::ResultStream;
+use crate::session::{Prepared, Sessions};
+use crate::session_options::{
+    CANCEL_FLIGHT_INFO, CLOSE_SESSION, CloseSessionResult, CloseSessionStatus, ErrorValue,
+    GET_SESSION_OPTIONS, GetSessionOptionsResult, SET_SESSION_OPTIONS, SessionOptionValue,
+    SetSessionOptionError, SetSessionOptionsRequest, SetSessionOptionsResult,
+};
+
+/// Who is calling: set by the authentication layer on every request but Handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) principal: Arc<Principal>,
+    /// The `authorization` header: sessions are keyed by it.
+    pub(crate) session_key: String,
+}
+
+type DoGetStream = <SluiceSqlService as FlightService>::DoGetStream;
+
+/// Sluice's implementation of the Flight SQL commands.
+#[derive(Debug)]
+pub struct SluiceSqlService {
+    pub(crate) engine: Arc<QueryEngine>,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) sessions: Arc<Sessions>,
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no credentials"))
+}
+
+fn schema_bytes(schema: &Schema) -> Result<Bytes> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: datafusion::arrow::error::ArrowError| Error::Encode(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// A FlightInfo with one endpoint whose ticket is `ticket`.
+fn flight_info(
+    schema: &Schema,
+    ticket: impl ProstMessageExt,
+    descriptor: FlightDescriptor,
+    total_records: i64,
+) -> Result<FlightInfo> {
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Error::Encode(e.to_string()))?
+        .with_endpoint(endpoint)
+        .with_descriptor(descriptor)
+        .with_total_records(total_records))
+}
+
+/// The answer to a statement that returns no rows: no endpoints, so no DoGet.
+fn update_info(descriptor: FlightDescriptor, records: i64) -> Result<FlightInfo> {
+    Ok(FlightInfo::new()
+        .try_with_schema(&Schema::empty())
+        .map_err(|e| Error::Encode(e.to_string()))?
+        .with_descriptor(descriptor)
+        .with_total_records(records))
+}
+
+/// Streams one metadata batch.
+fn batch_stream(batch: RecordBatch) -> Response<DoGetStream> {
+    let schema = batch.schema();
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { Ok(batch) }))
+        .map_err(Status::from);
+    Response::new(Box::pin(stream))
+}
+
+fn describe_route(routes: &[Route], watermark_ms: i64) -> String {
+    if routes.is_empty() {
+        return "catalog only".to_string();
+    }
+    let w = chrono_like(watermark_ms);
+    routes
+        .iter()
+        .map(|r| {
+            let branch = match r.branch {
+                RouteBranch::Cold => format!("cold {} ts < {w}", r.source),
+                RouteBranch::Hot => format!("hot {} ts >= {w}", r.source),
+            };
+            match &r.users {
+                Some(u) if u.len() <= 3 => format!("{branch} users {}", u.join(",")),
+                Some(u) => format!("{branch} {} users", u.len()),
+                None => format!("{branch} all users"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn chrono_like(ms: i64) -> String {
+    datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// One parameter row (the first row of `batch`) as scalars.
+fn parameter_row(batches: &[RecordBatch]) -> Result<Option<Vec<ScalarValue>>> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    match rows {
+        0 => Ok(None),
+        1 => {
+            let batch = batches
+                .iter()
+                .find(|b| b.num_rows() == 1)
+                .expect("one row");
+            batch
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, 0))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Some)
+                .map_err(|e| Error::InvalidRequest(format!("parameters: {e}")))
+        }
+        n => Err(Error::InvalidRequest(format!(
+            "{n} parameter rows bound to a query; a query takes one row of parameters"
+        ))),
+    }
+}
+
+/// Casts bound values to the types the statement expects where Arrow can (a string for a
+/// timestamp, an integer for a float); anything else is the caller's type error.
+fn coerce_parameters(query: &Query, values: Vec<ScalarValue>) -> Result<Vec<ScalarValue>> {
+    let expected = query.parameter_schema()?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match expected.fields().get(i) {
+            Some(f) if !f.data_type().is_null() && &v.data_type() != f.data_type() => {
+                v.cast_to(f.data_type()).map_err(|_| {
+                    Error::InvalidRequest(format!(
+                        "parameter ${}: expected {}, got {} value {v}",
+                        i + 1,
+                        f.data_type(),
+                        v.data_type()
+                    ))
+                })
+            }
+            _ => Ok(v),
+        })
+        .collect()
+}
+
+impl SluiceSqlService {
+    async fn plan(&self, caller: &Caller, sql: &str) -> Result<PlannedStatement> {
+        let settings = self
+            .sessions
+            .with(&caller.session_key, |s| s.settings.clone());
+        let span = info_span!("plan", principal = %caller.principal.name());
+        Ok(self
+            .engine
+            .plan(&caller.principal, &settings, sql)
+            .instrument(span)
+            .await?)
+    }
+
+    fn apply_setting(&self, caller: &Caller, name: &str, value: &str) -> Result<()> {
+        self.sessions
+            .with(&caller.session_key, |s| s.settings.set(name, value))?;
+        info!(principal = %caller.principal.name(), setting = name, value, "session setting");
+        Ok(())
+    }
+
+    /// Answers GetFlightInfo for a statement: rows get a ticket, SET is applied here.
+    async fn statement_info(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: Option<Vec<ScalarValue>>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
+        match self.plan(caller, sql).await? {
+            PlannedStatement::Set { name, value } => {
+                self.apply_setting(caller, &name, &value)?;
+                update_info(descriptor, 0)
+            }
+            PlannedStatement::Query(query) => {
+                let query = match params {
+                    Some(values) => {
+                        let values = coerce_parameters(&query, values)?;
+                        query.bind(values)?
+                    }
+                    None => query,
+                };
+                let schema = query.schema();
+                let id = self.sessions.park(query, Arc::clone(&caller.principal));
+                let ticket = TicketStatementQuery {
+                    statement_handle: id.into(),
+                };
+                flight_info(&schema, ticket, descriptor, -1)
+            }
+        }
+    }
+
+    /// Runs a planned query and streams its batches.
+    async fn run(&self, caller: &Caller, query: Query, ticket: Vec<u8>) -> Result<DoGetStream> {
+        let schema: SchemaRef = query.schema();
+        let watermark_ms = query.watermark_ms();
+        let (stream, routes) = query
+            .execute()
+            .instrument(info_span!("execute", principal = %caller.principal.name()))
+            .await?;
+        info!(
+            principal = %caller.principal.name(),
+            role = %caller.principal.role(),
+            route = %describe_route(&routes, watermark_ms),
+            "query started"
+        );
+        let batches = ResultStream::new(
+            stream,
+            Arc::clone(&schema),
+            Arc::clone(&self.sessions),
+            ticket,
+            caller.principal.name().into(),
+        );
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Box::pin(flight))
+    }
+
+    fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<Prepared> {
+        self.sessions
+            .with(&caller.session_key, |s| s.prepared.get(handle).cloned())
+            .ok_or(Error::UnknownPreparedStatement)
+    }
+
+    /// The schema a descriptor's command would return (GetSchema).
+    pub(crate) async fn schema_for(&self, request: Request<FlightDescriptor>) -> Result<Schema> {
+        let caller = caller(&request).map_err(|_| Error::Auth(sluice_auth::AuthError::MissingCredentials))?;
+        let any = Any::decode(&*request.get_ref().cmd)
+            .map_err(|e| Error::InvalidRequest(format!("descriptor is not a Flight SQL command: {e}")))?;
+        let command = Command::try_from(any).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let sql_schema = |planned: PlannedStatement| match planned {
+            PlannedStatement::Query(q) => q.schema().as_ref().clone(),
+            PlannedStatement::Set { .. } => Schema::empty(),
+        };
+        Ok(match command {
+            Command::CommandStatementQuery(q) => sql_schema(self.plan(&caller, &q.query).await?),
+            Command::CommandPreparedStatementQuery(p) => {
+                let prepared = self.prepared(&caller, &p.prepared_statement_handle)?;
+                sql_schema(self.plan(&caller, &prepared.sql).await?)
+            }
+            Command::CommandGetCatalogs(_) => metadata::catalogs_schema().as_ref().clone(),
+            Command::CommandGetDbSchemas(_) => metadata::db_schemas_schema().as_ref().clone(),
+            Command::CommandGetTables(t) => metadata::tables_schema(t.include_schema).as_ref().clone(),
+            Command::CommandGetTableTypes(_) => metadata::table_types_schema().as_ref().clone(),
+            Command::CommandGetSqlInfo(_) => SQL_INFO.schema().as_ref().clone(),
+            Command::CommandGetXdbcTypeInfo(_) => XDBC_TYPES.schema().as_ref().clone(),
+            Command::CommandGetPrimaryKeys(_) => metadata::primary_keys_schema().as_ref().clone(),
+            Command::CommandGetExportedKeys(_)
+            | Command::CommandGetImportedKeys(_)
+            | Command::CommandGetCrossReference(_) => {
+                metadata::foreign_keys_schema().as_ref().clone()
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "GetSchema is not supported for {}",
+                    other.type_url()
+                )));
+            }
+        })
+    }
+
+    fn cancel_ticket(&self, ticket: &[u8]) -> bool {
+        let Ok(any) = Any::decode(ticket) else {
+            return false;
+        };
+        match Command::try_from(any) {
+            Ok(Command::TicketStatementQuery(t)) => self.sessions.cancel(&t.statement_handle),
+            _ => false,
+        }
+    }
+
+    fn session_options(&self, caller: &Caller) -> GetSessionOptionsResult {
+        let mut options: std::collections::HashMap<String, SessionOptionValue> = self
+            .sessions
+            .with(&caller.session_key, |s| {
+                s.settings
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), SessionOptionValue::string(v)))
+                    .collect()
+            });
+        options.insert("catalog".into(), SessionOptionValue::string(sluice_catalog::CATALOG));
+        options.insert("schema".into(), SessionOptionValue::string(sluice_catalog::SCHEMA));
+        GetSessionOptionsResult {
+            session_options: options,
+        }
+    }
+
+    fn set_session_options(&self, caller: &Caller, request: SetSessionOptionsRequest) -> SetSessionOptionsResult {
+        let mut errors = std::collections::HashMap::new();
+        for (name, value) in request.session_options {
+            let error = match (name.as_str(), value.as_setting()) {
+                (_, None) => Some(ErrorValue::InvalidValue),
+                ("catalog", Some(v)) => (v != sluice_catalog::CATALOG).then_some(ErrorValue::InvalidValue),
+                ("schema", Some(v)) => (v != sluice_catalog::SCHEMA).then_some(ErrorValue::InvalidValue),
+                (_, Some(v)) => match self.apply_setting(caller, &name, &v) {
+                    Ok(()) => None,
+                    Err(Error::Query(sluice_planner::Error::Setting { problem, .. }))
+                        if problem.starts_with("cannot be changed") =>
+                    {
+                        Some(ErrorValue::InvalidName)
+                    }
+                    Err(_) => Some(ErrorValue::InvalidValue),
+                },
+            };
+            if let Some(e) = error {
+                errors.insert(name, SetSessionOptionError { value: e as i32 });
+            }
+        }
+        SetSessionOptionsResult { errors }
+    }
+}
+
+fn one_result(body: impl Message) -> Response<<SluiceSqlService as FlightService>::DoActionStream> {
+    let result = arrow_flight::Result {
+        body: body.encode_to_vec().into(),
+    };
+    Response::new(Box::pin(futures::stream::iter([Ok(result)])))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for SluiceSqlService {
+    type FlightService = SluiceSqlService;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (token, principal) = match header.as_deref() {
+            Some(h) if h.trim_start().to_ascii_lowercase().starts_with("basic ") => {
+                let (token, principal) = self.auth.login_basic(h).map_err(Error::from)?;
+                (token.token, principal)
+            }
+            // A client that already holds a token (JDBC `token=`) handshakes with it.
+            Some(h) => {
+                let principal = self.auth.check_bearer(h).map_err(Error::from)?;
+                let token = h.trim()[7..].trim().to_string();
+                (token, principal)
+            }
+            None => return Err(Error::from(sluice_auth::AuthError::MissingCredentials).into()),
+        };
+        info!(principal = %principal.name(), role = %principal.role(), "login");
+        let bearer = format!("Bearer {token}");
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.into_bytes().into(),
+        };
+        let mut response = Response::new(Box::pin(futures::stream::iter([Ok(response)]))
+            as Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>);
+        let value = MetadataValue::try_from(bearer.as_str())
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller(&request)?;
+        let info = self
+            .statement_info(&caller, &query.query, None, request.into_inner())
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller(&request)?;
+        let prepared = self.prepared(&caller, &cmd.prepared_statement_handle)?;
+        let info = self
+            .statement_info(&caller, &prepared.sql, prepared.params, request.into_inner())
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&request)?;
+        let id = ticket.statement_handle.to_vec();
+        let query = self
+            .sessions
+            .take(&id, &caller.principal)
+            .ok_or(Error::UnknownTicket)?;
+        Ok(Response::new(self.run(&caller, query, id).await?))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&request)?;
+        let prepared = self.prepared(&caller, &cmd.prepared_statement_handle)?;
+        match self.plan(&caller, &prepared.sql).await? {
+            PlannedStatement::Query(query) => {
+                let query = match prepared.params {
+                    Some(values) => {
+                        let values = coerce_parameters(&query, values)?;
+                        query.bind(values).map_err(Error::from)?
+                    }
+                    None => query,
+                };
+                let id = rand::random::<[u8; 16]>().to_vec();
+                Ok(Response::new(self.run(&caller, query, id).await?))
+            }
+            PlannedStatement::Set { .. } => Err(Error::InvalidRequest(
+                "the statement returns no rows; there is nothing to fetch".into(),
+            )
+            .into()),
+        }
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = caller(&request)?;
+        let (dataset_schema, parameter_schema) =
+            match self.plan(&caller, &query.query).await? {
+                PlannedStatement::Query(q) => {
+                    let params = q.parameter_schema().map_err(Error::from)?;
+                    let params = if params.fields().is_empty() {
+                        Bytes::new()
+                    } else {
+                        schema_bytes(&params)?
+                    };
+                    (schema_bytes(&q.schema())?, params)
+                }
+                // JDBC takes an empty dataset schema to mean an update.
+                PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new()),
+            };
+        let handle = rand::random::<[u8; 16]>().to_vec();
+        self.sessions.with(&caller.session_key, |s| {
+            s.prepared.insert(
+                handle.clone(),
+                Prepared {
+                    sql: query.query,
+                    params: None,
+                },
+            )
+        });
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into(),
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let caller = caller(&request)?;
+        self.sessions.with(&caller.session_key, |s| {
+            s.prepared.remove(query.prepared_statement_handle.as_ref())
+        });
+        Ok(())
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let caller = caller(&request)?;
+        let handle = cmd.prepared_statement_handle.to_vec();
+        self.prepared(&caller, &handle)?;
+        let stream = request.into_inner().into_inner().map_err(FlightError::from);
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| Error::InvalidRequest(format!("reading parameters: {e}")))?;
+        let params = parameter_row(&batches)?;
+        let found = self.sessions.with(&caller.session_key, |s| {
+            s.prepared.get_mut(&handle).map(|p| p.params = params).is_some()
+        });
+        if !found {
+            return Err(Error::UnknownPreparedStatement.into());
+        }
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        cmd: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = caller(&request)?;
+        let prepared = self.prepared(&caller, &cmd.prepared_statement_handle)?;
+        match self.plan(&caller, &prepared.sql).await? {
+            PlannedStatement::Set { name, value } => {
+                self.apply_setting(&caller, &name, &value)?;
+                Ok(0)
+            }
+            PlannedStatement::Query(_) => Err(Error::InvalidRequest(
+                "the statement returns rows; execute it as a query".into(),
+            )
+            .into()),
+        }
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = caller(&request)?;
+        match self.plan(&caller, &cmd.query).await? {
+            PlannedStatement::Set { name, value } => {
+                self.apply_setting(&caller, &name, &value)?;
+                Ok(0)
+            }
+            PlannedStatement::Query(_) => Err(Error::InvalidRequest(
+                "the statement returns rows; execute it as a query".into(),
+            )
+            .into()),
+        }
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let _ = caller(&request)?;
+        Err(Error::Unsupported(
+            "ingest is not available in this version of Sluice; load data with `sluice generate`"
+                .into(),
+        )
+        .into())
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        Err(Error::Unsupported(
+            "transactions are not supported: Sluice is read-only; use autocommit".into(),
+        )
+        .into())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let _ = caller(&request)?;
+        let info = FlightInfo::decode(&*query.info)
+            .map_err(|e| Error::InvalidRequest(format!("CancelQuery: {e}")))?;
+        let cancelled = info
+            .endpoint
+            .iter()
+            .filter_map(|e| e.ticket.as_ref())
+            .any(|t| self.cancel_ticket(&t.ticket));
+        Ok(ActionCancelQueryResult {
+            // CancelResult: 1 = cancelled, 3 = not cancellable
+            result: if cancelled { 1 } else { 3 },
+        })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let caller = caller(&request)?;
+        let action = request.into_inner();
+        let invalid = |what: &str, e: prost::DecodeError| {
+            Status::from(Error::InvalidRequest(format!("{what}: {e}")))
+        };
+        match action.r#type.as_str() {
+            SET_SESSION_OPTIONS => {
+                let req = SetSessionOptionsRequest::decode(&*action.body)
+                    .map_err(|e| invalid(SET_SESSION_OPTIONS, e))?;
+                Ok(one_result(self.set_session_options(&caller, req)))
+            }
+            GET_SESSION_OPTIONS => Ok(one_result(self.session_options(&caller))),
+            CLOSE_SESSION => {
+                self.sessions.close(&caller.session_key);
+                self.auth.close_session(&caller.session_key);
+                Ok(one_result(CloseSessionResult {
+                    status: CloseSessionStatus::Closed as i32,
+                }))
+            }
+            CANCEL_FLIGHT_INFO => {
+                let req = CancelFlightInfoRequest::decode(&*action.body)
+                    .map_err(|e| invalid(CANCEL_FLIGHT_INFO, e))?;
+                let cancelled = req
+                    .info
+                    .iter()
+                    .flat_map(|i| i.endpoint.iter())
+                    .filter_map(|e| e.ticket.as_ref())
+                    .any(|t| self.cancel_ticket(&t.ticket));
+                let status = if cancelled {
+                    CancelStatus::Cancelled
+                } else {
+                    CancelStatus::NotCancellable
+                };
+                Ok(one_result(CancelFlightInfoResult::new(status)))
+            }
+            other => Err(Error::Unsupported(format!("unknown action '{other}'")).into()),
+        }
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        let action = |name: &str, description: &str| {
+            Ok(ActionType {
+                r#type: name.to_string(),
+                description: description.to_string(),
+            })
+        };
+        Some(vec![
+            action(SET_SESSION_OPTIONS, "Set session options (DataFusion settings)."),
+            action(GET_SESSION_OPTIONS, "Get the session's options."),
+            action(CLOSE_SESSION, "Close the session and its token."),
+            action(CANCEL_FLIGHT_INFO, "Cancel a query by its FlightInfo."),
+        ])
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::catalogs_schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::db_schemas_schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::tables_schema(query.include_schema);
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::table_types_schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = SQL_INFO.schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::primary_keys_schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::foreign_keys_schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::foreign_keys_schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::foreign_keys_schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = XDBC_TYPES.schema();
+        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(metadata::catalogs(query)?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(metadata::db_schemas(query)?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(metadata::tables_result(query)?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_stream(metadata::table_types(query)?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = SQL_INFO
+            .record_batch(query.info)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = metadata::primary_keys(&query.catalog, &query.db_schema, &query.table)?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = metadata::foreign_keys(
+            &query.catalog,
+            &query.db_schema,
+            KeyFilter::Exported(&query.table),
+        )?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = metadata::foreign_keys(
+            &query.catalog,
+            &query.db_schema,
+            KeyFilter::Imported(&query.table),
+        )?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        // Both sides live in sluice.public; a reference elsewhere matches nothing.
+        let same_place = query.pk_catalog == query.fk_catalog && query.pk_db_schema == query.fk_db_schema;
+        let catalog = if same_place { query.fk_catalog.clone() } else { Some(String::new()) };
+        let batch = metadata::foreign_keys(
+            &catalog,
+            &query.fk_db_schema,
+            KeyFilter::Cross {
+                pk: &query.pk_table,
+                fk: &query.fk_table,
+            },
+        )?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = XDBC_TYPES
+            .record_batch(query.data_type)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,107 @@
+//! Per-session state kept between calls: settings, prepared statements, planned queries
+//! waiting for their DoGet, and running queries that CancelFlightInfo can stop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::common::ScalarValue;
+use sluice_auth::Principal;
+use sluice_planner::{Query, SessionSettings};
+use tokio::sync::oneshot;
+
+/// How long a planned query waits for its DoGet.
+const TICKET_TTL: Duration = Duration::from_secs(300);
+
+/// A prepared statement: its SQL and the parameter values bound last.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub(crate) sql: String,
+    pub(crate) params: Option<Vec<ScalarValue>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    query: Query,
+    principal: Arc<Principal>,
+    planned_at: Instant,
+}
+
+/// One client session, keyed by its bearer token.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    pub(crate) settings: SessionSettings,
+    pub(crate) prepared: HashMap<Vec<u8>, Prepared>,
+}
+
+/// All sessions and the queries between GetFlightInfo and DoGet.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    sessions: Mutex<HashMap<String, Session>>,
+    pending: Mutex<HashMap<Vec<u8>, Pending>>,
+    running: Mutex<HashMap<Vec<u8>, oneshot::Sender<()>>>,
+}
+
+impl Sessions {
+    /// Runs `f` on the session of `key`, creating it if needed.
+    pub(crate) fn with<T>(&self, key: &str, f: impl FnOnce(&mut Session) -> T) -> T {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        f(sessions.entry(key.to_string()).or_default())
+    }
+
+    pub(crate) fn close(&self, key: &str) {
+        self.sessions.lock().expect("sessions lock").remove(key);
+    }
+
+    /// Keeps a planned query until its DoGet; returns its ticket id.
+    pub(crate) fn park(&self, query: Query, principal: Arc<Principal>) -> Vec<u8> {
+        let id = rand::random::<[u8; 16]>().to_vec();
+        let now = Instant::now();
+        let mut pending = self.pending.lock().expect("pending lock");
+        pending.retain(|_, p| now.duration_since(p.planned_at) < TICKET_TTL);
+        pending.insert(
+            id.clone(),
+            Pending {
+                query,
+                principal,
+                planned_at: now,
+            },
+        );
+        id
+    }
+
+    /// Takes the query of a ticket; only the principal that planned it may.
+    pub(crate) fn take(&self, id: &[u8], principal: &Principal) -> Option<Query> {
+        let mut pending = self.pending.lock().expect("pending lock");
+        match pending.get(id) {
+            Some(p) if *p.principal == *principal => pending.remove(id).map(|p| p.query),
+            _ => None,
+        }
+    }
+
+    /// Registers a running query; the receiver fires when it is cancelled.
+    pub(crate) fn start(&self, id: &[u8]) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(id.to_vec(), tx);
+        rx
+    }
+
+    pub(crate) fn finish(&self, id: &[u8]) {
+        self.running.lock().expect("running lock").remove(id);
+    }
+
+    /// Cancels a query by ticket id, whether it is waiting for DoGet or running. Returns
+    /// whether there was anything to cancel.
+    pub(crate) fn cancel(&self, id: &[u8]) -> bool {
+        if self.pending.lock().expect("pending lock").remove(id).is_some() {
+            return true;
+        }
+        match self.running.lock().expect("running lock").remove(id) {
+            Some(tx) => tx.send(()).is_ok(),
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionConfig;
+use sluice_auth::Principal;
+use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
+use sluice_connector_api::{Sources, Watermark};
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
+use crate::placeholders::number_question_marks;
+use crate::scope::ListenerScopeRule;
+use crate::settings::SessionSettings;
+use crate::streams::{QueryScope, Route, StreamsTable};
+
+/// Plans SQL against the sources. One per process, shared by every session.
+#[derive(Debug)]
+pub struct QueryEngine {
+    /// The state every query starts from: catalog, functions, default options.
+    base: SessionState,
+    watermark: Arc<dyn Watermark>,
+}
+
+/// One planned statement.
+#[derive(Debug)]
+pub enum PlannedStatement {
+    /// A statement that returns rows (SELECT, EXPLAIN, DESCRIBE, ...).
+    Query(Query),
+    /// `SET name = value`, already validated; the caller records it in its session.
+    Set { name: String, value: String },
+}
+
+/// A query planned for one principal, ready to bind parameters and run.
+#[derive(Debug)]
+pub struct Query {
+    state: SessionState,
+    plan: LogicalPlan,
+    scope: Arc<QueryScope>,
+}
+
+fn internal(e: datafusion::error::DataFusionError) -> Error {
+    Error::Execute(e)
+}
+
+impl QueryEngine {
+    /// Registers `sluice.public` (streams and the entity tables) and
+    /// `sluice.information_schema` over `sources`.
+    pub fn new(sources: Sources) -> Result<Self> {
+        let public = MemorySchemaProvider::new();
+        public
+            .register_table(
+                STREAMS.to_string(),
+                Arc::new(StreamsTable::new(sources.hot, sources.cold)),
+            )
+            .map_err(internal)?;
+        for (name, table) in sources.entities {
+            public.register_table(name, table).map_err(internal)?;
+        }
+        let catalog = MemoryCatalogProvider::new();
+        catalog
+            .register_schema(SCHEMA, Arc::new(public))
+            .map_err(internal)?;
+        catalog
+            .register_schema(INFORMATION_SCHEMA, information_schema().map_err(internal)?)
+            .map_err(internal)?;
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
+
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        let base = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_catalog_list(Arc::new(catalogs) as Arc<dyn CatalogProviderList>)
+            .build();
+        Ok(Self {
+            base,
+            watermark: sources.watermark,
+        })
+    }
+
+    /// Plans one SQL statement for `principal` with its session's `settings`. Reads `W` once;
+    /// every branch of the query uses that value.
+    pub async fn plan(
+        &self,
+        principal: &Principal,
+        settings: &SessionSettings,
+        sql: &str,
+    ) -> Result<PlannedStatement> {
+        let mut state = self.base.clone();
+        settings.apply(state.config_mut().options_mut())?;
+        if let Some(user) = principal.scope() {
+            state.add_analyzer_rule(Arc::new(ListenerScopeRule::new(user)));
+        }
+        let sql = number_question_marks(sql).map_err(Error::Plan)?;
+        let plan = state.create_logical_plan(&sql).await.map_err(Error::Plan)?;
+        match &plan {
+            LogicalPlan::Ddl(ddl) => {
+                return Err(Error::ReadOnly {
+                    statement: ddl.name().to_string(),
+                });
+            }
+            LogicalPlan::Dml(dml) => {
+                return Err(Error::ReadOnly {
+                    statement: dml.op.name().to_string(),
+                });
+            }
+            LogicalPlan::Copy(_) => {
+                return Err(Error::ReadOnly {
+                    statement: "COPY".to_string(),
+                });
+            }
+            LogicalPlan::Statement(Statement::SetVariable(set)) => {
+                let mut probe = settings.clone();
+                probe.set(&set.variable, &set.value)?;
+                return Ok(PlannedStatement::Set {
+                    name: set.variable.clone(),
+                    value: set.value.clone(),
+                });
+            }
+            LogicalPlan::Statement(other) => {
+                return Err(Error::Plan(datafusion::error::DataFusionError::NotImplemented(
+                    format!(
+                        "{} statements are not supported; Sluice runs each query on its own",
+                        other.name()
+                    ),
+                )));
+            }
+            _ => {}
+        }
+        let watermark_ms = self.watermark.current_ms().await.map_err(Error::Execute)?;
+        let scope = Arc::new(QueryScope {
+            watermark_ms,
+            routes: Mutex::new(Vec::new()),
+        });
+        state.config_mut().set_extension(Arc::clone(&scope));
+        Ok(PlannedStatement::Query(Query { state, plan, scope }))
+    }
+}
+
+impl Query {
+    /// The schema of the rows the query returns.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.plan.schema().as_arrow().clone())
+    }
+
+    /// The parameters the statement takes, as fields `$1`, `$2`, ... (type `Null` where the
+    /// statement does not fix one).
+    pub fn parameter_schema(&self) -> Result<SchemaRef> {
+        let types = self.plan.get_parameter_types().map_err(Error::Plan)?;
+        let mut params: Vec<(usize, String, Option<DataType>)> = types
+            .into_iter()
+            .map(|(name, t)| {
+                let n = name.trim_start_matches('$').parse::<usize>().unwrap_or(0);
+                (n, name, t)
+            })
+            .collect();
+        params.sort();
+        Ok(Arc::new(Schema::new(
+            params
+                .into_iter()
+                .map(|(_, name, t)| Field::new(name, t.unwrap_or(DataType::Null), true))
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    /// Substitutes positional parameter values.
+    pub fn bind(mut self, values: Vec<ScalarValue>) -> Result<Self> {
+        let expected = self.parameter_schema()?.fields().len();
+        if values.len() != expected {
+            return Err(Error::Parameters(format!(
+                "the statement takes {expected} parameter(s), {} given",
+                values.len()
+            )));
+        }
+        if expected > 0 {
+            self.plan = self
+                .plan
+                .with_param_values(values)
+                .map_err(|e| Error::Parameters(e.strip_backtrace()))?;
+        }
+        Ok(self)
+    }
+
+    /// The watermark `W` this query reads `streams` at, in ms since the epoch.
+    pub fn watermark_ms(&self) -> i64 {
+        self.scope.watermark_ms
+    }
+
+    /// Plans the query physically and starts it. Returns the result stream and the reads of
+    /// `streams` the plan makes.
+    pub async fn execute(self) -> Result<(SendableRecordBatchStream, Vec<Route>)> {
+        if !self.plan.get_parameter_types().map_err(Error::Plan)?.is_empty() {
+            return Err(Error::Parameters(
+                "the statement has parameters; bind values before running it".into(),
+            ));
+        }
+        let physical = self
+            .state
+            .create_physical_plan(&self.plan)
+            .await
+            .map_err(Error::Plan)?;
+        debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
+        let stream = execute_stream(physical, self.state.task_ctx()).map_err(Error::Execute)?;
+        let routes = self.scope.routes.lock().expect("routes lock").clone();
+        Ok((stream, routes))
+    }
+}

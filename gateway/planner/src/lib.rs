@@ -1,0 +1,24 @@
+//! The planner: SQL in, a scoped and routed DataFusion plan out. It sits between the Flight
+//! SQL service (upstream) and the connectors (downstream). [`QueryEngine`] is the entry
+//! point: [`QueryEngine::plan`] turns one statement of one principal into a
+//! [`PlannedStatement`], whose [`Query::execute`] streams the result.
+//!
+//! Steps, each in its own module:
+//! - `scope`: a listener's `user_id` filter on every user-keyed relation, first;
+//! - `streams`: `streams` as the union of the cold branch (`ts < W`) and the hot branch
+//!   (`ts >= W`) at one `W` per query, with branches the time filters rule out not read;
+//! - `information_schema`: the tables and columns with their descriptions.
+
+mod engine;
+mod error;
+mod information_schema;
+mod placeholders;
+mod scope;
+mod settings;
+mod streams;
+
+pub use engine::{PlannedStatement, Query, QueryEngine};
+pub use error::{Error, ErrorKind, Result};
+pub use information_schema::{ListedTable, listed_tables, sql_type_name};
+pub use settings::SessionSettings;
+pub use streams::{Route, RouteBranch};

@@ -1,0 +1,63 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+
+/// Sluice: an Arrow Flight SQL gateway over listening histories.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve Flight SQL. With no options: generates (first run) or reuses demo data in
+    /// `data/demo` and serves it from embedded sources, with demo logins.
+    Serve(ServeArgs),
+    /// Generate a deterministic demo dataset (Parquet) into a folder.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML): principals, data folder, listen address.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to serve Flight SQL on (`127.0.0.1:0` picks a free port). Default:
+    /// 127.0.0.1:32010.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Dataset folder written by `sluice generate`. Default: `data/demo`, generated on
+    /// first run and refreshed when its days are over.
+    #[arg(long, env = "SLUICE_DATA")]
+    pub(crate) data: Option<PathBuf>,
+    /// Days of the dataset served by the hot store (the watermark W is midnight UTC of the
+    /// dataset's end minus this). Default: 7.
+    #[arg(long, env = "SLUICE_HOT_DAYS")]
+    pub(crate) hot_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// Number of listeners.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) users: u32,
+    /// Years of history.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) years: u32,
+    /// Seed of every random choice: the same seed gives the same data.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Number of artists (about 12 tracks each).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) artists: u32,
+    /// First day not generated (YYYY-MM-DD). Default: today (UTC).
+    #[arg(long)]
+    pub(crate) end: Option<NaiveDate>,
+    /// Output folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}

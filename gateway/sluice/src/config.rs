@@ -1,0 +1,97 @@
+//! The configuration file. Flags and environment variables override its values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sluice_auth::PrincipalConfig;
+
+/// `sluice serve --config FILE`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    /// Address to serve Flight SQL on.
+    pub(crate) listen: Option<SocketAddr>,
+    /// Dataset folder for the embedded sources.
+    pub(crate) data: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) embedded: EmbeddedSection,
+    #[serde(default)]
+    pub(crate) auth: AuthSection,
+    /// Who may log in. Empty: demo logins (every listener with its user id as password,
+    /// and analyst/analyst).
+    #[serde(default)]
+    pub(crate) principal: Vec<PrincipalConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmbeddedSection {
+    /// Days served by the hot store.
+    pub(crate) hot_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    /// Lifetime of a session token issued by the handshake, in seconds.
+    #[serde(default = "default_session_ttl")]
+    pub(crate) session_ttl_secs: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: default_session_ttl(),
+        }
+    }
+}
+
+fn default_session_ttl() -> u64 {
+    12 * 3600
+}
+
+impl FileConfig {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading configuration {}: {e}", path.display()))?;
+        let mut config: FileConfig = toml::from_str(&text)
+            .map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        // A relative data folder is relative to the configuration file.
+        if let Some(data) = config.data.as_mut() {
+            if data.is_relative() {
+                if let Some(dir) = path.parent() {
+                    *data = dir.join(&*data);
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_form_parses() {
+        let config: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:32010"
+            [[principal]]
+            name = "u0001"
+            password = "secret"
+            role = "listener"
+            user_id = "u0001"
+            [[principal]]
+            name = "notebook"
+            token = "t0k3n"
+            role = "analyst"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.principal.len(), 2);
+        assert_eq!(config.auth.session_ttl_secs, 12 * 3600);
+        assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+    }
+}

@@ -1,0 +1,164 @@
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_auth::{Authenticator, PrincipalConfig, Role};
+use sluice_catalog::{Dataset, GenerateConfig};
+use sluice_connector_embedded::{EmbeddedConfig, EmbeddedSources};
+use sluice_flight::SluiceFlightService;
+use sluice_planner::QueryEngine;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::cli::ServeArgs;
+use crate::config::FileConfig;
+use crate::generate::today;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:32010";
+const DEMO_DIR: &str = "data/demo";
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// The demo dataset of the embedded default: small enough to generate in seconds.
+fn demo_config() -> GenerateConfig {
+    GenerateConfig {
+        users: 10,
+        years: 10,
+        seed: 42,
+        end: today(),
+        artists: 1000,
+    }
+}
+
+/// Opens the dataset to serve: the one named, or the demo, generated when missing or stale.
+fn dataset(named: Option<PathBuf>) -> Result<Dataset, BoxError> {
+    if let Some(dir) = named {
+        return Ok(Dataset::open(dir)?);
+    }
+    let dir = Path::new(DEMO_DIR);
+    match Dataset::open(dir) {
+        Ok(d) if d.manifest().end >= today() => return Ok(d),
+        Ok(_) => eprintln!("demo data in {DEMO_DIR} is from an earlier day; regenerating it"),
+        Err(_) => eprintln!("no demo data yet; generating it in {DEMO_DIR}"),
+    }
+    let manifest = sluice_catalog::generate(&demo_config(), dir)?;
+    eprintln!(
+        "generated {} events of {} listeners",
+        manifest.events, manifest.users
+    );
+    Ok(Dataset::open(dir)?)
+}
+
+fn demo_principals(dataset: &Dataset) -> Vec<PrincipalConfig> {
+    let mut principals: Vec<PrincipalConfig> = dataset
+        .user_ids()
+        .into_iter()
+        .map(|u| PrincipalConfig {
+            name: u.clone(),
+            password: Some(u.clone()),
+            token: None,
+            role: Role::Listener,
+            user_id: Some(u),
+        })
+        .collect();
+    principals.push(PrincipalConfig {
+        name: "analyst".into(),
+        password: Some("analyst".into()),
+        token: None,
+        role: Role::Analyst,
+        user_id: None,
+    });
+    principals
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let listen: SocketAddr = match args.listen.or(file.listen) {
+        Some(a) => a,
+        None => DEFAULT_LISTEN.parse()?,
+    };
+    let hot_days = args.hot_days.or(file.embedded.hot_days).unwrap_or(7);
+    let dataset = dataset(args.data.or(file.data))?;
+    let demo_logins = file.principal.is_empty();
+    let principals = if demo_logins {
+        demo_principals(&dataset)
+    } else {
+        file.principal
+    };
+    let auth = Authenticator::new(
+        &principals,
+        Duration::from_secs(file.auth.session_ttl_secs),
+    )?;
+    if !demo_logins {
+        auth.warn_plain_passwords();
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let embedded = EmbeddedSources::open(&dataset, &EmbeddedConfig { hot_days })?;
+        let watermark = embedded.watermark_ms;
+        let engine = Arc::new(QueryEngine::new(embedded.sources)?);
+        let service = SluiceFlightService::new(engine, Arc::new(auth));
+
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let local = listener.local_addr()?;
+        let m = dataset.manifest();
+        let w = chrono::DateTime::from_timestamp_millis(watermark)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "Sluice {} serving {} ({} listeners, {} .. {}, hot from W = {w})",
+            env!("CARGO_PKG_VERSION"),
+            dataset.root().display(),
+            m.users,
+            m.start,
+            m.end,
+        )?;
+        writeln!(out, "Flight SQL: grpc://{local}")?;
+        if demo_logins {
+            let users = dataset.user_ids();
+            writeln!(
+                out,
+                "Demo logins: listeners {} .. {} (password = user name), analyst/analyst",
+                users.first().map(String::as_str).unwrap_or("-"),
+                users.last().map(String::as_str).unwrap_or("-"),
+            )?;
+        }
+        out.flush()?;
+        drop(out);
+        info!(address = %local, "serving Flight SQL");
+
+        tonic::transport::Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown())
+            .await?;
+        info!("stopped");
+        Ok::<(), BoxError>(())
+    })
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down");
+}

@@ -1,0 +1,116 @@
+"""Fixtures: a generated dataset, a running `sluice serve` over it, ADBC connections, and
+DuckDB over the same Parquet files for answers computed independently of Sluice."""
+
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import adbc_driver_flightsql.dbapi as flight_sql
+
+REPO = Path(__file__).resolve().parents[2]
+USERS = 6
+YEARS = 8
+SEED = 7
+# The data ends today, so the hot window (the last 7 days) holds real events.
+END = dt.datetime.now(dt.timezone.utc).date()
+
+
+def sluice_bin() -> str:
+    path = os.environ.get("SLUICE_BIN")
+    if not path:
+        target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
+        path = str(Path(target) / "release" / "sluice")
+    assert Path(path).exists(), f"build sluice first (cargo build --release): {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def dataset_dir():
+    with tempfile.TemporaryDirectory(prefix="sluice-test-") as tmp:
+        out = Path(tmp) / "data"
+        subprocess.run(
+            [sluice_bin(), "generate", "--users", str(USERS), "--years", str(YEARS),
+             "--seed", str(SEED), "--artists", "300", "--end", END.isoformat(),
+             "--out", str(out)],
+            check=True, capture_output=True, text=True,
+        )
+        yield out
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, address: str):
+        self.proc = proc
+        self.address = address
+        self.uri = f"grpc://{address}"
+
+
+@pytest.fixture(scope="session")
+def server(dataset_dir):
+    log = open(dataset_dir.parent / "sluice.log", "w")
+    proc = subprocess.Popen(
+        [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    address = None
+    try:
+        for line in proc.stdout:
+            m = re.search(r"Flight SQL: grpc://(\S+)", line)
+            if m:
+                address = m.group(1)
+                break
+        assert address, "sluice did not report its address"
+        yield Server(proc, address)
+    finally:
+        # Stop exactly the process we started, by its id.
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def connect(server, user, password=None):
+    return flight_sql.connect(
+        server.uri,
+        db_kwargs={"username": user, "password": password if password is not None else user},
+        autocommit=True,
+    )
+
+
+@pytest.fixture
+def listener(server):
+    conn = connect(server, "u0002")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def analyst(server):
+    conn = connect(server, "analyst")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def duck(dataset_dir):
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+    except duckdb.Error:
+        pass
+    d = str(dataset_dir)
+    con.execute(f"CREATE VIEW streams AS SELECT * FROM read_parquet('{d}/streams/*.parquet')")
+    for t in ("tracks", "artists", "albums"):
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{d}/{t}.parquet')")
+    yield con
+    con.close()

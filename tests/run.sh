@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs, then runs format and lint
+# checks, the Rust unit and end-to-end tests, and the Python ADBC client tests.
+#
+#   ./tests/run.sh
+#
+# Environment: CARGO_TARGET_DIR (default ~/.cache/sluice/target, reused between runs),
+# SLUICE_VENV (default ~/.cache/sluice/venv), SLUICE_SKIP_LINT=1 to skip fmt and clippy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+VENV="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Python client environment ($VENV)"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+if [ "${SLUICE_SKIP_LINT:-0}" != 1 ]; then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy"
+  cargo clippy --release --workspace --all-targets --locked -- -D warnings
+fi
+
+step "cargo build (release)"
+cargo build --release --workspace --bins --locked
+
+step "cargo test (unit and end-to-end)"
+cargo test --release --workspace --locked
+
+step "Python ADBC client tests"
+SLUICE_BIN="$CARGO_TARGET_DIR/release/sluice" "$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider
