@@ -125,7 +125,7 @@ async fn cancel_flight_info_stops_a_planned_query() {
         .try_collect()
         .await
         .unwrap();
-    let result = arrow_flight::CancelFlightInfoResult::decode(result[0].clone()).unwrap();
+    let result = arrow_flight::CancelFlightInfoResult::decode(result[0].body.clone()).unwrap();
     assert_eq!(result.status, arrow_flight::CancelStatus::Cancelled as i32);
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let err = match client.do_get(ticket).await {
@@ -148,7 +148,7 @@ async fn session_options_round_trip() {
         .try_collect()
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&result[0]).to_string();
+    let text = String::from_utf8_lossy(&result[0].body).to_string();
     assert!(text.contains("datafusion.execution.batch_size") && text.contains("123"), "{text}");
     assert!(text.contains("sluice"), "catalog option: {text}");
 }

@@ -30,4 +30,4 @@ def sluice_rows(conn, sql, params=None):
 
 
 def duck_rows(duck, sql, params=None):
-    return table_rows(duck.execute(sql, params or []).fetch_arrow_table())
+    return table_rows(duck.sql(sql, params=params).to_arrow_table())

@@ -55,14 +55,17 @@ impl SluiceServer {
             .spawn()
             .expect("spawn sluice serve");
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
         let mut address = None;
-        for line in BufReader::new(stdout).lines() {
+        for line in lines.by_ref() {
             let line = line.expect("read sluice output");
             if let Some(a) = line.strip_prefix("Flight SQL: grpc://") {
                 address = Some(a.trim().to_string());
                 break;
             }
         }
+        // Keep draining, so the server never writes into a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         let address = address.expect("sluice reported no address");
         Self {
             child,

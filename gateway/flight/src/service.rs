@@ -537,7 +537,7 @@ impl FlightSqlService for SluiceSqlService {
         let caller = caller(&request)?;
         let handle = cmd.prepared_statement_handle.to_vec();
         self.prepared(&caller, &handle)?;
-        let stream = request.into_inner().into_inner().map_err(FlightError::from);
+        let stream = request.into_inner().map_err(FlightError::from);
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
             .try_collect()
             .await

@@ -208,13 +208,15 @@ impl Query {
                 "the statement has parameters; bind values before running it".into(),
             ));
         }
-        let physical = self
-            .state
+        let mut state = self.state;
+        // Fixes now() and friends for the whole query.
+        state.mark_start_execution();
+        let physical = state
             .create_physical_plan(&self.plan)
             .await
             .map_err(Error::Plan)?;
         debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
-        let stream = execute_stream(physical, self.state.task_ctx()).map_err(Error::Execute)?;
+        let stream = execute_stream(physical, state.task_ctx()).map_err(Error::Execute)?;
         let routes = self.scope.routes.lock().expect("routes lock").clone();
         Ok((stream, routes))
     }

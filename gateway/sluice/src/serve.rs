@@ -113,27 +113,27 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         let w = chrono::DateTime::from_timestamp_millis(watermark)
             .map(|t| t.format("%Y-%m-%d").to_string())
             .unwrap_or_default();
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "Sluice {} serving {} ({} listeners, {} .. {}, hot from W = {w})",
+        // The banner goes to stdout, the address last: scripts read up to that line and may
+        // close the pipe, which must not stop the server.
+        let mut banner = format!(
+            "Sluice {} serving {} ({} listeners, {} .. {}, hot from W = {w})\n",
             env!("CARGO_PKG_VERSION"),
             dataset.root().display(),
             m.users,
             m.start,
             m.end,
-        )?;
-        writeln!(out, "Flight SQL: grpc://{local}")?;
+        );
         if demo_logins {
             let users = dataset.user_ids();
-            writeln!(
-                out,
-                "Demo logins: listeners {} .. {} (password = user name), analyst/analyst",
+            banner.push_str(&format!(
+                "Demo logins: listeners {} .. {} (password = user name), analyst/analyst\n",
                 users.first().map(String::as_str).unwrap_or("-"),
                 users.last().map(String::as_str).unwrap_or("-"),
-            )?;
+            ));
         }
-        out.flush()?;
+        banner.push_str(&format!("Flight SQL: grpc://{local}\n"));
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
         drop(out);
         info!(address = %local, "serving Flight SQL");
 
