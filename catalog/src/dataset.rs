@@ -143,7 +143,10 @@ fn ints(values: impl Iterator<Item = i64>) -> ArrayRef {
 }
 
 fn days_since_epoch(d: NaiveDate) -> i32 {
-    d.num_days_from_ce() - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid").num_days_from_ce()
+    d.num_days_from_ce()
+        - NaiveDate::from_ymd_opt(1970, 1, 1)
+            .expect("valid")
+            .num_days_from_ce()
 }
 
 /// Writes a dataset: catalog first, then listeners one by one, then the manifest.
@@ -276,7 +279,10 @@ impl DatasetWriter {
                     ],
                 )?);
             }
-            let path = self.root.join("streams").join(format!("part-{year}.parquet"));
+            let path = self
+                .root
+                .join("streams")
+                .join(format!("part-{year}.parquet"));
             write_parquet(&path, Arc::clone(&schema), &batches)?;
         }
         let manifest = DatasetManifest {

@@ -26,7 +26,10 @@ pub enum Error {
     #[error(
         "{path} is not a Sluice dataset (no {manifest}); create one with `sluice generate --out {path}`"
     )]
-    NotADataset { path: PathBuf, manifest: &'static str },
+    NotADataset {
+        path: PathBuf,
+        manifest: &'static str,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -41,7 +41,16 @@ impl SluiceServer {
         let data = tempfile::tempdir().expect("temporary folder");
         let out = data.path().join("data");
         let status = Command::new(sluice_bin())
-            .args(["generate", "--users", "3", "--years", "2", "--artists", "50", "--out"])
+            .args([
+                "generate",
+                "--users",
+                "3",
+                "--years",
+                "2",
+                "--artists",
+                "50",
+                "--out",
+            ])
             .arg(&out)
             .stdout(Stdio::null())
             .status()

@@ -85,7 +85,7 @@ pub(crate) struct Event {
 }
 
 fn build_catalog(config: &GenerateConfig) -> Catalog {
-    let mut rng = Rng::derive(config.seed, 0xCA7A_106);
+    let mut rng = Rng::derive(config.seed, 0x0CA7_A106);
     let genre_dist = Weighted::zipf(GENRES.len(), 0.8);
     let n = config.artists.max(1) as usize;
     let mut artists = Vec::with_capacity(n);
@@ -197,7 +197,12 @@ impl Taste {
         Self::with_genres(genres, kept, catalog, rng)
     }
 
-    fn with_genres(genres: Vec<f64>, mut favourites: Vec<u32>, catalog: &Catalog, rng: &mut Rng) -> Self {
+    fn with_genres(
+        genres: Vec<f64>,
+        mut favourites: Vec<u32>,
+        catalog: &Catalog,
+        rng: &mut Rng,
+    ) -> Self {
         let genre_dist = Weighted::new(genres.iter().copied());
         let target = 12 + rng.range(0, 10) as usize;
         let mut tries = 0;
@@ -233,8 +238,8 @@ impl Taste {
 
 /// Hour-of-day weights (UTC): a morning commute, lunch, and a long evening.
 const HOURS: [f64; 24] = [
-    0.6, 0.3, 0.15, 0.1, 0.1, 0.2, 0.6, 1.5, 2.4, 1.8, 1.2, 1.3, 1.9, 1.7, 1.2, 1.2, 1.5, 2.2,
-    2.6, 2.7, 2.6, 2.2, 1.6, 1.0,
+    0.6, 0.3, 0.15, 0.1, 0.1, 0.2, 0.6, 1.5, 2.4, 1.8, 1.2, 1.3, 1.9, 1.7, 1.2, 1.2, 1.5, 2.2, 2.6,
+    2.7, 2.6, 2.2, 1.6, 1.0,
 ];
 
 const DAY_MS: i64 = 86_400_000;
@@ -273,11 +278,14 @@ fn listener_events(user: u32, config: &GenerateConfig, catalog: &Catalog) -> Vec
         day_events.clear();
         let mut left = plays;
         for s in 0..sessions {
-            let in_session = if s + 1 == sessions { left } else { plays / sessions };
+            let in_session = if s + 1 == sessions {
+                left
+            } else {
+                plays / sessions
+            };
             left -= in_session;
-            let mut ts = day_ms
-                + hours.sample(&mut rng) as i64 * 3_600_000
-                + rng.range(0, 3_600_000) as i64;
+            let mut ts =
+                day_ms + hours.sample(&mut rng) as i64 * 3_600_000 + rng.range(0, 3_600_000) as i64;
             for _ in 0..in_session {
                 let track = taste.next_track(catalog, &mut rng);
                 let duration = catalog.tracks[track as usize].duration_ms;
@@ -303,10 +311,10 @@ fn listener_events(user: u32, config: &GenerateConfig, catalog: &Catalog) -> Vec
         day_events.sort_by_key(|e| e.ts_ms);
         for e in day_events.iter_mut() {
             // Events are identified by (user, ts, track): keep timestamps strictly increasing.
-            if let Some(last) = events.last().map(|l: &Event| l.ts_ms) {
-                if e.ts_ms <= last {
-                    e.ts_ms = last + 1;
-                }
+            if let Some(last) = events.last().map(|l: &Event| l.ts_ms)
+                && e.ts_ms <= last
+            {
+                e.ts_ms = last + 1;
             }
             if e.ts_ms < end_ms {
                 events.push(*e);
@@ -314,6 +322,11 @@ fn listener_events(user: u32, config: &GenerateConfig, catalog: &Catalog) -> Vec
         }
     }
     events
+}
+
+/// The name of genre number `g`.
+pub(crate) fn genre_name(g: usize) -> &'static str {
+    GENRES[g]
 }
 
 /// Generates a dataset into `out` (created if missing) and returns its manifest.
@@ -349,8 +362,16 @@ mod tests {
         let a = listener_events(1, &config, &catalog);
         let b = listener_events(1, &config, &catalog);
         assert_eq!(a.len(), b.len());
-        assert!(a.len() > 5_000, "about a year and more of daily listening: {}", a.len());
-        assert!(a.iter().zip(&b).all(|(x, y)| x.ts_ms == y.ts_ms && x.track == y.track));
+        assert!(
+            a.len() > 5_000,
+            "about a year and more of daily listening: {}",
+            a.len()
+        );
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.ts_ms == y.ts_ms && x.track == y.track)
+        );
         assert!(a.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms));
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
         let lo = (config.start() - epoch).num_days() * DAY_MS;
@@ -370,14 +391,11 @@ mod tests {
         let events = listener_events(0, &config, &catalog);
         let mut per_artist = std::collections::HashMap::new();
         for e in &events {
-            *per_artist.entry(catalog.tracks[e.track as usize].artist).or_insert(0) += 1;
+            *per_artist
+                .entry(catalog.tracks[e.track as usize].artist)
+                .or_insert(0) += 1;
         }
         let top = per_artist.values().max().copied().unwrap_or(0);
         assert!(top * 20 > events.len(), "a top artist stands out");
     }
-}
-
-/// The name of genre number `g`.
-pub(crate) fn genre_name(g: usize) -> &'static str {
-    GENRES[g]
 }

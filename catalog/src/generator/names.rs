@@ -31,21 +31,64 @@ const ADJECTIVES: &[&str] = &[
 ];
 
 const NOUNS: &[&str] = &[
-    "River", "Hearts", "Machine", "Garden", "Summer", "Echo", "Harbor", "Lights", "Ocean",
-    "Dreams", "Avenue", "Wolves", "Mirror", "Satellite", "Fever", "Horizon", "Rain", "Tides",
-    "Signal", "Canyon", "Season", "Parade", "Letters", "Orchard", "Static", "Thunder",
-    "Lanterns", "Highway", "Feathers", "Engines",
+    "River",
+    "Hearts",
+    "Machine",
+    "Garden",
+    "Summer",
+    "Echo",
+    "Harbor",
+    "Lights",
+    "Ocean",
+    "Dreams",
+    "Avenue",
+    "Wolves",
+    "Mirror",
+    "Satellite",
+    "Fever",
+    "Horizon",
+    "Rain",
+    "Tides",
+    "Signal",
+    "Canyon",
+    "Season",
+    "Parade",
+    "Letters",
+    "Orchard",
+    "Static",
+    "Thunder",
+    "Lanterns",
+    "Highway",
+    "Feathers",
+    "Engines",
 ];
 
 const FIRST: &[&str] = &[
-    "Mara", "Jonah", "Lena", "Theo", "Ivy", "Felix", "Nora", "Oscar", "Ada", "Milo", "Zara",
-    "Eli", "Luna", "Hugo", "Iris", "Kai", "Rosa", "Leon", "Saga", "Arlo",
+    "Mara", "Jonah", "Lena", "Theo", "Ivy", "Felix", "Nora", "Oscar", "Ada", "Milo", "Zara", "Eli",
+    "Luna", "Hugo", "Iris", "Kai", "Rosa", "Leon", "Saga", "Arlo",
 ];
 
 const LAST: &[&str] = &[
-    "Vance", "Okafor", "Lindqvist", "Moreau", "Tanaka", "Reyes", "Novak", "Haddad", "Byrne",
-    "Castell", "Ivanova", "Kim", "Duarte", "Weller", "Sato", "Quinn", "Adeyemi", "Falk",
-    "Marsh", "Ortega",
+    "Vance",
+    "Okafor",
+    "Lindqvist",
+    "Moreau",
+    "Tanaka",
+    "Reyes",
+    "Novak",
+    "Haddad",
+    "Byrne",
+    "Castell",
+    "Ivanova",
+    "Kim",
+    "Duarte",
+    "Weller",
+    "Sato",
+    "Quinn",
+    "Adeyemi",
+    "Falk",
+    "Marsh",
+    "Ortega",
 ];
 
 fn pick<'a>(list: &[&'a str], x: u64) -> &'a str {
@@ -72,9 +115,9 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 
 /// `spotify:<kind>:<22 base62 characters>`, a stable function of kind and index.
 pub(crate) fn uri(kind: &str, index: u64) -> String {
-    let kind_label = kind
-        .bytes()
-        .fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3));
+    let kind_label = kind.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+    });
     let mut r = super::rng::Rng::derive(kind_label, index);
     let mut id = String::with_capacity(22);
     for _ in 0..22 {

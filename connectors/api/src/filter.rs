@@ -94,7 +94,9 @@ impl EventFilter {
                     "ts" => {
                         if let Some(ms) = timestamp_ms(value) {
                             self.time = match op {
-                                Operator::Eq => self.time.at_or_after(ms).before(ms.saturating_add(1)),
+                                Operator::Eq => {
+                                    self.time.at_or_after(ms).before(ms.saturating_add(1))
+                                }
                                 Operator::Gt => self.time.at_or_after(ms.saturating_add(1)),
                                 Operator::GtEq => self.time.at_or_after(ms),
                                 Operator::Lt => self.time.before(ms),
@@ -132,9 +134,12 @@ fn column_name(e: &Expr) -> Option<&str> {
 
 fn string_literal(e: &Expr) -> Option<String> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => {
-            Some(s.clone())
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
         _ => None,
     }
 }
@@ -158,7 +163,10 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn ts(ms: i64) -> Expr {
-        lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())))
+        lit(ScalarValue::TimestampMillisecond(
+            Some(ms),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]
@@ -168,21 +176,37 @@ mod tests {
             col("ts").gt_eq(ts(100)).and(col("ts").lt(ts(200))),
         ]);
         assert_eq!(f.users, Some(BTreeSet::from(["u0001".to_string()])));
-        assert_eq!(f.time, TimeRange { start_ms: Some(100), end_ms: Some(200) });
+        assert_eq!(
+            f.time,
+            TimeRange {
+                start_ms: Some(100),
+                end_ms: Some(200)
+            }
+        );
         assert!(f.admits_user("u0001") && !f.admits_user("u0002"));
     }
 
     #[test]
     fn literal_on_the_left_and_between() {
-        let f = EventFilter::from_filters(&[ts(100).lt_eq(col("ts")), col("ts").between(ts(0), ts(150))]);
-        assert_eq!(f.time, TimeRange { start_ms: Some(100), end_ms: Some(151) });
+        let f = EventFilter::from_filters(&[
+            ts(100).lt_eq(col("ts")),
+            col("ts").between(ts(0), ts(150)),
+        ]);
+        assert_eq!(
+            f.time,
+            TimeRange {
+                start_ms: Some(100),
+                end_ms: Some(151)
+            }
+        );
     }
 
     #[test]
     fn contradictions_are_empty() {
         let f = EventFilter::from_filters(&[col("ts").lt(ts(100)), col("ts").gt_eq(ts(100))]);
         assert!(f.is_empty());
-        let f = EventFilter::from_filters(&[col("user_id").eq(lit("a")), col("user_id").eq(lit("b"))]);
+        let f =
+            EventFilter::from_filters(&[col("user_id").eq(lit("a")), col("user_id").eq(lit("b"))]);
         assert!(f.is_empty());
     }
 

@@ -26,8 +26,8 @@ impl ParquetColdStore {
             source,
         })?;
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(sluice_catalog::streams_schema());

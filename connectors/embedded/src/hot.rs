@@ -107,20 +107,20 @@ impl MemoryHotStore {
         let mut out = Vec::new();
         let mut rows = 0usize;
         let mut batch = BatchBuilder::new();
-        let slices = map
-            .iter()
-            .filter(|(user, _)| filter.admits_user(user))
-            .map(|(user, events)| {
-                let lo = filter
-                    .time
-                    .start_ms
-                    .map_or(0, |s| events.partition_point(|e| e.ts_ms < s));
-                let hi = filter
-                    .time
-                    .end_ms
-                    .map_or(events.len(), |e| events.partition_point(|x| x.ts_ms < e));
-                (user, &events[lo..hi.max(lo)])
-            });
+        let slices =
+            map.iter()
+                .filter(|(user, _)| filter.admits_user(user))
+                .map(|(user, events)| {
+                    let lo = filter
+                        .time
+                        .start_ms
+                        .map_or(0, |s| events.partition_point(|e| e.ts_ms < s));
+                    let hi = filter
+                        .time
+                        .end_ms
+                        .map_or(events.len(), |e| events.partition_point(|x| x.ts_ms < e));
+                    (user, &events[lo..hi.max(lo)])
+                });
         'outer: for (user, events) in slices {
             for e in events {
                 if limit.is_some_and(|l| rows >= l) {
@@ -261,12 +261,25 @@ mod tests {
     #[test]
     fn out_of_order_and_duplicate_events() {
         let store = MemoryHotStore::new();
-        assert_eq!(store.append(&batch(&[("a", "t1", 30), ("a", "t2", 10)])).unwrap(), 2);
-        assert_eq!(store.append(&batch(&[("a", "t1", 30), ("a", "t3", 20), ("b", "t1", 5)])).unwrap(), 2);
+        assert_eq!(
+            store
+                .append(&batch(&[("a", "t1", 30), ("a", "t2", 10)]))
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .append(&batch(&[("a", "t1", 30), ("a", "t3", 20), ("b", "t1", 5)]))
+                .unwrap(),
+            2
+        );
         assert_eq!(store.len(), 4);
         let filter = EventFilter {
             users: Some(["a".to_string()].into()),
-            time: sluice_connector_api::TimeRange { start_ms: Some(10), end_ms: Some(30) },
+            time: sluice_connector_api::TimeRange {
+                start_ms: Some(10),
+                end_ms: Some(30),
+            },
         };
         let out = store.read(&filter, None).unwrap();
         let ts: Vec<i64> = out[0]

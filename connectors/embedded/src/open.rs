@@ -117,9 +117,8 @@ fn load_hot_window(
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
     files.sort();
-    let w = Scalar::new(
-        TimestampMillisecondArray::from(vec![watermark_ms]).with_timezone(TIME_ZONE),
-    );
+    let w =
+        Scalar::new(TimestampMillisecondArray::from(vec![watermark_ms]).with_timezone(TIME_ZONE));
     for path in files {
         let year = path
             .file_stem()

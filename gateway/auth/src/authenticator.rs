@@ -120,17 +120,18 @@ impl Authenticator {
             .map_err(|_| AuthError::MalformedHeader("Basic credentials are not base64"))?;
         let decoded = String::from_utf8(decoded)
             .map_err(|_| AuthError::MalformedHeader("Basic credentials are not UTF-8"))?;
-        let (name, password) = decoded
-            .split_once(':')
-            .ok_or(AuthError::MalformedHeader("Basic credentials need 'name:password'"))?;
+        let (name, password) = decoded.split_once(':').ok_or(AuthError::MalformedHeader(
+            "Basic credentials need 'name:password'",
+        ))?;
         let account = self.accounts.get(name);
         let expected = account.and_then(|a| a.password.as_deref()).unwrap_or("");
         // Compare even for unknown names so that timing does not tell which names exist.
         let ok = constant_time_eq(password.as_bytes(), expected.as_bytes());
         match account {
-            Some(a) if ok && a.password.is_some() => {
-                Ok((self.open_session(Arc::clone(&a.principal)), Arc::clone(&a.principal)))
-            }
+            Some(a) if ok && a.password.is_some() => Ok((
+                self.open_session(Arc::clone(&a.principal)),
+                Arc::clone(&a.principal),
+            )),
             _ => Err(AuthError::BadCredentials),
         }
     }
@@ -205,7 +206,10 @@ impl Authenticator {
         if !names.is_empty() && names.len() <= 3 {
             warn!(principals = ?names, "plain-text passwords in the configuration");
         } else if !names.is_empty() {
-            warn!(count = names.len(), "plain-text passwords in the configuration");
+            warn!(
+                count = names.len(),
+                "plain-text passwords in the configuration"
+            );
         }
     }
 }
@@ -263,11 +267,26 @@ mod tests {
     fn wrong_password_unknown_user_and_bad_tokens() {
         let a = auth();
         let bad = |s: &str| format!("Basic {}", BASE64_ANY_PADDING.encode(s));
-        assert_eq!(a.login_basic(&bad("u0001:nope")).unwrap_err(), AuthError::BadCredentials);
-        assert_eq!(a.login_basic(&bad("who:u0001")).unwrap_err(), AuthError::BadCredentials);
-        assert_eq!(a.check_bearer("Bearer nope").unwrap_err(), AuthError::InvalidToken);
-        assert_eq!(a.authenticate(None).unwrap_err(), AuthError::MissingCredentials);
-        assert!(matches!(a.check_bearer("Token x"), Err(AuthError::MalformedHeader(_))));
+        assert_eq!(
+            a.login_basic(&bad("u0001:nope")).unwrap_err(),
+            AuthError::BadCredentials
+        );
+        assert_eq!(
+            a.login_basic(&bad("who:u0001")).unwrap_err(),
+            AuthError::BadCredentials
+        );
+        assert_eq!(
+            a.check_bearer("Bearer nope").unwrap_err(),
+            AuthError::InvalidToken
+        );
+        assert_eq!(
+            a.authenticate(None).unwrap_err(),
+            AuthError::MissingCredentials
+        );
+        assert!(matches!(
+            a.check_bearer("Token x"),
+            Err(AuthError::MalformedHeader(_))
+        ));
         let p = a.check_bearer("Bearer static-analyst-token").unwrap();
         assert_eq!((p.role(), p.scope()), (Role::Analyst, None));
     }
@@ -275,12 +294,28 @@ mod tests {
     #[test]
     fn sessions_expire_and_close() {
         let a = Authenticator::new(&config(), Duration::from_millis(0)).unwrap();
-        let (t, _) = a.login_basic(&format!("Basic {}", BASE64_ANY_PADDING.encode("u0001:u0001"))).unwrap();
-        assert_eq!(a.check_bearer(&format!("Bearer {}", t.token)).unwrap_err(), AuthError::Expired);
+        let (t, _) = a
+            .login_basic(&format!(
+                "Basic {}",
+                BASE64_ANY_PADDING.encode("u0001:u0001")
+            ))
+            .unwrap();
+        assert_eq!(
+            a.check_bearer(&format!("Bearer {}", t.token)).unwrap_err(),
+            AuthError::Expired
+        );
         let a = auth();
-        let (t, _) = a.login_basic(&format!("Basic {}", BASE64_ANY_PADDING.encode("u0001:u0001"))).unwrap();
+        let (t, _) = a
+            .login_basic(&format!(
+                "Basic {}",
+                BASE64_ANY_PADDING.encode("u0001:u0001")
+            ))
+            .unwrap();
         a.close_session(&format!("Bearer {}", t.token));
-        assert_eq!(a.check_bearer(&format!("Bearer {}", t.token)).unwrap_err(), AuthError::InvalidToken);
+        assert_eq!(
+            a.check_bearer(&format!("Bearer {}", t.token)).unwrap_err(),
+            AuthError::InvalidToken
+        );
     }
 
     #[test]

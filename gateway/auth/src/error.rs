@@ -1,7 +1,9 @@
 /// Why a caller was not let in. Messages never say which of user name or password was wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("no credentials: log in with HTTP Basic (user name and password) or send 'authorization: Bearer <token>'")]
+    #[error(
+        "no credentials: log in with HTTP Basic (user name and password) or send 'authorization: Bearer <token>'"
+    )]
     MissingCredentials,
     #[error("malformed authorization header: {0}")]
     MalformedHeader(&'static str),

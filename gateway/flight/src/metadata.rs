@@ -14,9 +14,7 @@ use arrow_flight::sql::{
     Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, SqlSupportedTransaction,
     XdbcDataType,
 };
-use datafusion::arrow::array::{
-    ArrayRef, Int32Array, RecordBatch, StringArray, StringBuilder, UInt8Array,
-};
+use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray, UInt8Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sluice_catalog::{CATALOG, tables};
 use sluice_planner::{ListedTable, listed_tables, sql_type_name};
@@ -56,7 +54,10 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
         SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
     );
     b.append(SqlInfo::SqlAllTablesAreSelectable, true);
-    b.append(SqlInfo::SqlNullOrdering, SqlNullOrdering::SqlNullsSortedHigh as i32);
+    b.append(
+        SqlInfo::SqlNullOrdering,
+        SqlNullOrdering::SqlNullsSortedHigh as i32,
+    );
     b.append(SqlInfo::SqlTransactionsSupported, false);
     b.append(SqlInfo::SqlSchemaTerm, "schema");
     b.append(SqlInfo::SqlCatalogTerm, "catalog");
@@ -81,18 +82,32 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     b.append(SqlInfo::SqlSupportsLikeEscapeClause, true);
     b.append(SqlInfo::SqlSupportsNonNullableColumns, true);
     b.append(SqlInfo::SqlSupportsIntegrityEnhancementFacility, false);
-    b.append(SqlInfo::SqlKeywords, &["EXPLAIN", "DESCRIBE", "SET"] as &[&str]);
+    b.append(
+        SqlInfo::SqlKeywords,
+        &["EXPLAIN", "DESCRIBE", "SET"] as &[&str],
+    );
     b.append(
         SqlInfo::SqlNumericFunctions,
-        &["abs", "ceil", "floor", "round", "power", "sqrt", "ln", "log10"] as &[&str],
+        &[
+            "abs", "ceil", "floor", "round", "power", "sqrt", "ln", "log10",
+        ] as &[&str],
     );
     b.append(
         SqlInfo::SqlStringFunctions,
-        &["lower", "upper", "length", "substr", "concat", "trim", "replace"] as &[&str],
+        &[
+            "lower", "upper", "length", "substr", "concat", "trim", "replace",
+        ] as &[&str],
     );
     b.append(
         SqlInfo::SqlDatetimeFunctions,
-        &["now", "date_trunc", "date_part", "extract", "to_timestamp", "date_bin"] as &[&str],
+        &[
+            "now",
+            "date_trunc",
+            "date_part",
+            "extract",
+            "to_timestamp",
+            "date_bin",
+        ] as &[&str],
     );
     b.build().expect("static SqlInfo is valid")
 });
@@ -134,12 +149,54 @@ pub(crate) static XDBC_TYPES: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
     let basic = Searchable::Basic;
     let mut b = XdbcTypeInfoDataBuilder::new();
     for info in [
-        xdbc("BOOLEAN", DataType::Boolean, XdbcDataType::XdbcBit, None, basic, Some(1)),
-        xdbc("INTEGER", DataType::Int32, XdbcDataType::XdbcInteger, None, basic, Some(10)),
-        xdbc("BIGINT", DataType::Int64, XdbcDataType::XdbcBigint, None, basic, Some(19)),
-        xdbc("DOUBLE", DataType::Float64, XdbcDataType::XdbcDouble, None, basic, Some(15)),
-        xdbc("VARCHAR", DataType::Utf8, XdbcDataType::XdbcVarchar, Some("'"), full, None),
-        xdbc("DATE", DataType::Date32, XdbcDataType::XdbcDate, Some("'"), basic, None),
+        xdbc(
+            "BOOLEAN",
+            DataType::Boolean,
+            XdbcDataType::XdbcBit,
+            None,
+            basic,
+            Some(1),
+        ),
+        xdbc(
+            "INTEGER",
+            DataType::Int32,
+            XdbcDataType::XdbcInteger,
+            None,
+            basic,
+            Some(10),
+        ),
+        xdbc(
+            "BIGINT",
+            DataType::Int64,
+            XdbcDataType::XdbcBigint,
+            None,
+            basic,
+            Some(19),
+        ),
+        xdbc(
+            "DOUBLE",
+            DataType::Float64,
+            XdbcDataType::XdbcDouble,
+            None,
+            basic,
+            Some(15),
+        ),
+        xdbc(
+            "VARCHAR",
+            DataType::Utf8,
+            XdbcDataType::XdbcVarchar,
+            Some("'"),
+            full,
+            None,
+        ),
+        xdbc(
+            "DATE",
+            DataType::Date32,
+            XdbcDataType::XdbcDate,
+            Some("'"),
+            basic,
+            None,
+        ),
         xdbc(
             "TIMESTAMP",
             DataType::Null,
@@ -190,17 +247,43 @@ fn described_schema(t: &ListedTable) -> Schema {
         .zip(&t.column_descriptions)
         .map(|(f, description)| {
             let metadata = HashMap::from([
-                ("ARROW:FLIGHT:SQL:CATALOG_NAME".to_string(), t.catalog.to_string()),
-                ("ARROW:FLIGHT:SQL:DB_SCHEMA_NAME".to_string(), t.schema_name.to_string()),
-                ("ARROW:FLIGHT:SQL:TABLE_NAME".to_string(), t.name.to_string()),
-                ("ARROW:FLIGHT:SQL:TYPE_NAME".to_string(), sql_type_name(f.data_type())),
-                ("ARROW:FLIGHT:SQL:REMARKS".to_string(), description.to_string()),
+                (
+                    "ARROW:FLIGHT:SQL:CATALOG_NAME".to_string(),
+                    t.catalog.to_string(),
+                ),
+                (
+                    "ARROW:FLIGHT:SQL:DB_SCHEMA_NAME".to_string(),
+                    t.schema_name.to_string(),
+                ),
+                (
+                    "ARROW:FLIGHT:SQL:TABLE_NAME".to_string(),
+                    t.name.to_string(),
+                ),
+                (
+                    "ARROW:FLIGHT:SQL:TYPE_NAME".to_string(),
+                    sql_type_name(f.data_type()),
+                ),
+                (
+                    "ARROW:FLIGHT:SQL:REMARKS".to_string(),
+                    description.to_string(),
+                ),
                 ("ARROW:FLIGHT:SQL:IS_READ_ONLY".to_string(), "1".to_string()),
-                ("ARROW:FLIGHT:SQL:IS_SEARCHABLE".to_string(), "1".to_string()),
-                ("ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT".to_string(), "0".to_string()),
+                (
+                    "ARROW:FLIGHT:SQL:IS_SEARCHABLE".to_string(),
+                    "1".to_string(),
+                ),
+                (
+                    "ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT".to_string(),
+                    "0".to_string(),
+                ),
                 (
                     "ARROW:FLIGHT:SQL:IS_CASE_SENSITIVE".to_string(),
-                    if f.data_type() == &DataType::Utf8 { "1" } else { "0" }.to_string(),
+                    if f.data_type() == &DataType::Utf8 {
+                        "1"
+                    } else {
+                        "0"
+                    }
+                    .to_string(),
                 ),
             ]);
             f.as_ref().clone().with_metadata(metadata)
@@ -208,15 +291,24 @@ fn described_schema(t: &ListedTable) -> Schema {
         .collect();
     Schema::new_with_metadata(
         fields,
-        HashMap::from([("ARROW:FLIGHT:SQL:REMARKS".to_string(), t.description.to_string())]),
+        HashMap::from([(
+            "ARROW:FLIGHT:SQL:REMARKS".to_string(),
+            t.description.to_string(),
+        )]),
     )
 }
 
 pub(crate) fn tables_result(cmd: CommandGetTables) -> Result<RecordBatch> {
     let mut b: GetTablesBuilder = cmd.into_builder();
     for t in listed_tables() {
-        b.append(t.catalog, t.schema_name, t.name, t.table_type, &described_schema(&t))
-            .map_err(arrow)?;
+        b.append(
+            t.catalog,
+            t.schema_name,
+            t.name,
+            t.table_type,
+            &described_schema(&t),
+        )
+        .map_err(arrow)?;
     }
     b.build().map_err(arrow)
 }
@@ -247,7 +339,9 @@ pub(crate) fn table_types_schema() -> SchemaRef {
 /// `sluice.public.<table>`.
 fn names_public(catalog: &Option<String>, schema: &Option<String>) -> bool {
     catalog.as_deref().is_none_or(|c| c == CATALOG)
-        && schema.as_deref().is_none_or(|s| s == sluice_catalog::SCHEMA)
+        && schema
+            .as_deref()
+            .is_none_or(|s| s == sluice_catalog::SCHEMA)
 }
 
 pub(crate) fn primary_keys_schema() -> SchemaRef {
@@ -280,19 +374,17 @@ pub(crate) fn primary_keys(
     } else {
         vec![]
     };
-    let strings = |f: &dyn Fn(&(&str, &str, i32)) -> Option<String>| -> ArrayRef {
-        let mut b = StringBuilder::new();
-        rows.iter().for_each(|r| b.append_option(f(r)));
-        Arc::new(b.finish())
-    };
+    let n = rows.len();
     RecordBatch::try_new(
         primary_keys_schema(),
         vec![
-            strings(&|_| Some(CATALOG.to_string())),
-            strings(&|_| Some(sluice_catalog::SCHEMA.to_string())),
-            strings(&|r| Some(r.0.to_string())),
-            strings(&|r| Some(r.1.to_string())),
-            strings(&|r| Some(format!("{}_pkey", r.0))),
+            Arc::new(StringArray::from(vec![CATALOG; n])),
+            Arc::new(StringArray::from(vec![sluice_catalog::SCHEMA; n])),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| format!("{}_pkey", r.0)),
+            )),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.2))),
         ],
     )
@@ -351,9 +443,7 @@ pub(crate) fn foreign_keys(
     rows.sort();
     let n = rows.len();
     let constant = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
-    let column = |f: &dyn Fn(&(&str, &str, &str, &str)) -> String| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-    };
+    let column = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
     // UpdateDeleteRules::NoAction
     let no_action = || -> ArrayRef { Arc::new(UInt8Array::from(vec![3u8; n])) };
     RecordBatch::try_new(
@@ -361,15 +451,19 @@ pub(crate) fn foreign_keys(
         vec![
             constant(CATALOG),
             constant(sluice_catalog::SCHEMA),
-            column(&|r| r.0.to_string()),
-            column(&|r| r.1.to_string()),
+            column(rows.iter().map(|r| r.0.to_string()).collect()),
+            column(rows.iter().map(|r| r.1.to_string()).collect()),
             constant(CATALOG),
             constant(sluice_catalog::SCHEMA),
-            column(&|r| r.2.to_string()),
-            column(&|r| r.3.to_string()),
+            column(rows.iter().map(|r| r.2.to_string()).collect()),
+            column(rows.iter().map(|r| r.3.to_string()).collect()),
             Arc::new(Int32Array::from(vec![1; n])),
-            column(&|r| format!("{}_{}_fkey", r.2, r.3)),
-            column(&|r| format!("{}_pkey", r.0)),
+            column(
+                rows.iter()
+                    .map(|r| format!("{}_{}_fkey", r.2, r.3))
+                    .collect(),
+            ),
+            column(rows.iter().map(|r| format!("{}_pkey", r.0)).collect()),
             no_action(),
             no_action(),
         ],
@@ -383,11 +477,17 @@ mod tests {
 
     #[test]
     fn tables_carry_descriptions_as_remarks() {
-        let t = listed_tables().into_iter().find(|t| t.name == "streams").unwrap();
+        let t = listed_tables()
+            .into_iter()
+            .find(|t| t.name == "streams")
+            .unwrap();
         let s = described_schema(&t);
         let ts = s.field_with_name("ts").unwrap();
         assert!(ts.metadata()["ARROW:FLIGHT:SQL:REMARKS"].contains("UTC"));
-        assert_eq!(ts.metadata()["ARROW:FLIGHT:SQL:TYPE_NAME"], "TIMESTAMP WITH TIME ZONE");
+        assert_eq!(
+            ts.metadata()["ARROW:FLIGHT:SQL:TYPE_NAME"],
+            "TIMESTAMP WITH TIME ZONE"
+        );
     }
 
     #[test]
@@ -400,7 +500,15 @@ mod tests {
         assert_eq!(imported.num_rows(), 2, "artist and album");
         let exported = foreign_keys(&None, &None, KeyFilter::Exported("artists")).unwrap();
         assert_eq!(exported.num_rows(), 2, "from tracks and albums");
-        let cross = foreign_keys(&None, &None, KeyFilter::Cross { pk: "tracks", fk: "streams" }).unwrap();
+        let cross = foreign_keys(
+            &None,
+            &None,
+            KeyFilter::Cross {
+                pk: "tracks",
+                fk: "streams",
+            },
+        )
+        .unwrap();
         assert_eq!(cross.num_rows(), 1);
     }
 

@@ -120,4 +120,3 @@ impl Drop for ResultStream {
         self.end("client gone");
     }
 }
-

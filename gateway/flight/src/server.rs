@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
+    SchemaAsIpc, SchemaResult, Ticket,
 };
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use sluice_auth::Authenticator;
@@ -156,4 +156,3 @@ impl FlightService for SluiceFlightService {
         self.inner.list_actions(request).await
     }
 }
-

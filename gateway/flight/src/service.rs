@@ -37,7 +37,7 @@ use sluice_auth::{Authenticator, Principal};
 use sluice_planner::{PlannedStatement, Query, QueryEngine, Route, RouteBranch};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, info_span, Instrument};
+use tracing::{Instrument, info, info_span};
 
 use crate::error::{Error, Result};
 use crate::metadata::{self, KeyFilter, SQL_INFO, XDBC_TYPES};
@@ -151,10 +151,7 @@ fn parameter_row(batches: &[RecordBatch]) -> Result<Option<Vec<ScalarValue>>> {
     match rows {
         0 => Ok(None),
         1 => {
-            let batch = batches
-                .iter()
-                .find(|b| b.num_rows() == 1)
-                .expect("one row");
+            let batch = batches.iter().find(|b| b.num_rows() == 1).expect("one row");
             batch
                 .columns()
                 .iter()
@@ -226,6 +223,7 @@ impl SluiceSqlService {
                 update_info(descriptor, 0)
             }
             PlannedStatement::Query(query) => {
+                let query = *query;
                 let query = match params {
                     Some(values) => {
                         let values = coerce_parameters(&query, values)?;
@@ -279,9 +277,11 @@ impl SluiceSqlService {
 
     /// The schema a descriptor's command would return (GetSchema).
     pub(crate) async fn schema_for(&self, request: Request<FlightDescriptor>) -> Result<Schema> {
-        let caller = caller(&request).map_err(|_| Error::Auth(sluice_auth::AuthError::MissingCredentials))?;
-        let any = Any::decode(&*request.get_ref().cmd)
-            .map_err(|e| Error::InvalidRequest(format!("descriptor is not a Flight SQL command: {e}")))?;
+        let caller = caller(&request)
+            .map_err(|_| Error::Auth(sluice_auth::AuthError::MissingCredentials))?;
+        let any = Any::decode(&*request.get_ref().cmd).map_err(|e| {
+            Error::InvalidRequest(format!("descriptor is not a Flight SQL command: {e}"))
+        })?;
         let command = Command::try_from(any).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let sql_schema = |planned: PlannedStatement| match planned {
             PlannedStatement::Query(q) => q.schema().as_ref().clone(),
@@ -295,7 +295,9 @@ impl SluiceSqlService {
             }
             Command::CommandGetCatalogs(_) => metadata::catalogs_schema().as_ref().clone(),
             Command::CommandGetDbSchemas(_) => metadata::db_schemas_schema().as_ref().clone(),
-            Command::CommandGetTables(t) => metadata::tables_schema(t.include_schema).as_ref().clone(),
+            Command::CommandGetTables(t) => {
+                metadata::tables_schema(t.include_schema).as_ref().clone()
+            }
             Command::CommandGetTableTypes(_) => metadata::table_types_schema().as_ref().clone(),
             Command::CommandGetSqlInfo(_) => SQL_INFO.schema().as_ref().clone(),
             Command::CommandGetXdbcTypeInfo(_) => XDBC_TYPES.schema().as_ref().clone(),
@@ -325,28 +327,41 @@ impl SluiceSqlService {
     }
 
     fn session_options(&self, caller: &Caller) -> GetSessionOptionsResult {
-        let mut options: std::collections::HashMap<String, SessionOptionValue> = self
-            .sessions
-            .with(&caller.session_key, |s| {
+        let mut options: std::collections::HashMap<String, SessionOptionValue> =
+            self.sessions.with(&caller.session_key, |s| {
                 s.settings
                     .iter()
                     .map(|(k, v)| (k.to_string(), SessionOptionValue::string(v)))
                     .collect()
             });
-        options.insert("catalog".into(), SessionOptionValue::string(sluice_catalog::CATALOG));
-        options.insert("schema".into(), SessionOptionValue::string(sluice_catalog::SCHEMA));
+        options.insert(
+            "catalog".into(),
+            SessionOptionValue::string(sluice_catalog::CATALOG),
+        );
+        options.insert(
+            "schema".into(),
+            SessionOptionValue::string(sluice_catalog::SCHEMA),
+        );
         GetSessionOptionsResult {
             session_options: options,
         }
     }
 
-    fn set_session_options(&self, caller: &Caller, request: SetSessionOptionsRequest) -> SetSessionOptionsResult {
+    fn set_session_options(
+        &self,
+        caller: &Caller,
+        request: SetSessionOptionsRequest,
+    ) -> SetSessionOptionsResult {
         let mut errors = std::collections::HashMap::new();
         for (name, value) in request.session_options {
             let error = match (name.as_str(), value.as_setting()) {
                 (_, None) => Some(ErrorValue::InvalidValue),
-                ("catalog", Some(v)) => (v != sluice_catalog::CATALOG).then_some(ErrorValue::InvalidValue),
-                ("schema", Some(v)) => (v != sluice_catalog::SCHEMA).then_some(ErrorValue::InvalidValue),
+                ("catalog", Some(v)) => {
+                    (v != sluice_catalog::CATALOG).then_some(ErrorValue::InvalidValue)
+                }
+                ("schema", Some(v)) => {
+                    (v != sluice_catalog::SCHEMA).then_some(ErrorValue::InvalidValue)
+                }
                 (_, Some(v)) => match self.apply_setting(caller, &name, &v) {
                     Ok(()) => None,
                     Err(Error::Query(sluice_planner::Error::Setting { problem, .. }))
@@ -435,7 +450,12 @@ impl FlightSqlService for SluiceSqlService {
         let caller = caller(&request)?;
         let prepared = self.prepared(&caller, &cmd.prepared_statement_handle)?;
         let info = self
-            .statement_info(&caller, &prepared.sql, prepared.params, request.into_inner())
+            .statement_info(
+                &caller,
+                &prepared.sql,
+                prepared.params,
+                request.into_inner(),
+            )
             .await?;
         Ok(Response::new(info))
     }
@@ -463,6 +483,7 @@ impl FlightSqlService for SluiceSqlService {
         let prepared = self.prepared(&caller, &cmd.prepared_statement_handle)?;
         match self.plan(&caller, &prepared.sql).await? {
             PlannedStatement::Query(query) => {
+                let query = *query;
                 let query = match prepared.params {
                     Some(values) => {
                         let values = coerce_parameters(&query, values)?;
@@ -486,20 +507,19 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = caller(&request)?;
-        let (dataset_schema, parameter_schema) =
-            match self.plan(&caller, &query.query).await? {
-                PlannedStatement::Query(q) => {
-                    let params = q.parameter_schema().map_err(Error::from)?;
-                    let params = if params.fields().is_empty() {
-                        Bytes::new()
-                    } else {
-                        schema_bytes(&params)?
-                    };
-                    (schema_bytes(&q.schema())?, params)
-                }
-                // JDBC takes an empty dataset schema to mean an update.
-                PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new()),
-            };
+        let (dataset_schema, parameter_schema) = match self.plan(&caller, &query.query).await? {
+            PlannedStatement::Query(q) => {
+                let params = q.parameter_schema().map_err(Error::from)?;
+                let params = if params.fields().is_empty() {
+                    Bytes::new()
+                } else {
+                    schema_bytes(&params)?
+                };
+                (schema_bytes(&q.schema())?, params)
+            }
+            // JDBC takes an empty dataset schema to mean an update.
+            PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new()),
+        };
         let handle = rand::random::<[u8; 16]>().to_vec();
         self.sessions.with(&caller.session_key, |s| {
             s.prepared.insert(
@@ -544,7 +564,10 @@ impl FlightSqlService for SluiceSqlService {
             .map_err(|e| Error::InvalidRequest(format!("reading parameters: {e}")))?;
         let params = parameter_row(&batches)?;
         let found = self.sessions.with(&caller.session_key, |s| {
-            s.prepared.get_mut(&handle).map(|p| p.params = params).is_some()
+            s.prepared
+                .get_mut(&handle)
+                .map(|p| p.params = params)
+                .is_some()
         });
         if !found {
             return Err(Error::UnknownPreparedStatement.into());
@@ -685,7 +708,10 @@ impl FlightSqlService for SluiceSqlService {
             })
         };
         Some(vec![
-            action(SET_SESSION_OPTIONS, "Set session options (DataFusion settings)."),
+            action(
+                SET_SESSION_OPTIONS,
+                "Set session options (DataFusion settings).",
+            ),
             action(GET_SESSION_OPTIONS, "Get the session's options."),
             action(CLOSE_SESSION, "Close the session and its token."),
             action(CANCEL_FLIGHT_INFO, "Cancel a query by its FlightInfo."),
@@ -698,7 +724,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::catalogs_schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_schemas(
@@ -707,7 +738,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::db_schemas_schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_tables(
@@ -716,7 +752,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::tables_schema(query.include_schema);
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_table_types(
@@ -725,7 +766,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::table_types_schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_sql_info(
@@ -734,7 +780,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = SQL_INFO.schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_primary_keys(
@@ -743,7 +794,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::primary_keys_schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_exported_keys(
@@ -752,7 +808,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::foreign_keys_schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_imported_keys(
@@ -761,7 +822,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::foreign_keys_schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_cross_reference(
@@ -770,7 +836,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::foreign_keys_schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -779,7 +850,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = XDBC_TYPES.schema();
-        Ok(Response::new(flight_info(&schema, query, request.into_inner(), -1)?))
+        Ok(Response::new(flight_info(
+            &schema,
+            query,
+            request.into_inner(),
+            -1,
+        )?))
     }
 
     async fn do_get_catalogs(
@@ -866,8 +942,13 @@ impl FlightSqlService for SluiceSqlService {
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         // Both sides live in sluice.public; a reference elsewhere matches nothing.
-        let same_place = query.pk_catalog == query.fk_catalog && query.pk_db_schema == query.fk_db_schema;
-        let catalog = if same_place { query.fk_catalog.clone() } else { Some(String::new()) };
+        let same_place =
+            query.pk_catalog == query.fk_catalog && query.pk_db_schema == query.fk_db_schema;
+        let catalog = if same_place {
+            query.fk_catalog.clone()
+        } else {
+            Some(String::new())
+        };
         let batch = metadata::foreign_keys(
             &catalog,
             &query.fk_db_schema,

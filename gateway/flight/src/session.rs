@@ -96,7 +96,13 @@ impl Sessions {
     /// Cancels a query by ticket id, whether it is waiting for DoGet or running. Returns
     /// whether there was anything to cancel.
     pub(crate) fn cancel(&self, id: &[u8]) -> bool {
-        if self.pending.lock().expect("pending lock").remove(id).is_some() {
+        if self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(id)
+            .is_some()
+        {
             return true;
         }
         match self.running.lock().expect("running lock").remove(id) {

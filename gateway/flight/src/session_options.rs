@@ -18,15 +18,15 @@ pub(crate) struct StringListValue {
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub(crate) enum OptionValue {
     #[prost(string, tag = "1")]
-    StringValue(String),
+    String(String),
     #[prost(bool, tag = "2")]
-    BoolValue(bool),
+    Bool(bool),
     #[prost(sfixed64, tag = "3")]
-    Int64Value(i64),
+    Int64(i64),
     #[prost(double, tag = "4")]
-    DoubleValue(f64),
+    Double(f64),
     #[prost(message, tag = "5")]
-    StringListValue(StringListValue),
+    StringList(StringListValue),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -39,17 +39,17 @@ impl SessionOptionValue {
     /// The value as text, the way `SET name = value` takes it.
     pub(crate) fn as_setting(&self) -> Option<String> {
         Some(match self.option_value.as_ref()? {
-            OptionValue::StringValue(s) => s.clone(),
-            OptionValue::BoolValue(b) => b.to_string(),
-            OptionValue::Int64Value(i) => i.to_string(),
-            OptionValue::DoubleValue(d) => d.to_string(),
-            OptionValue::StringListValue(l) => l.values.join(","),
+            OptionValue::String(s) => s.clone(),
+            OptionValue::Bool(b) => b.to_string(),
+            OptionValue::Int64(i) => i.to_string(),
+            OptionValue::Double(d) => d.to_string(),
+            OptionValue::StringList(l) => l.values.join(","),
         })
     }
 
     pub(crate) fn string(s: &str) -> Self {
         Self {
-            option_value: Some(OptionValue::StringValue(s.to_string())),
+            option_value: Some(OptionValue::String(s.to_string())),
         }
     }
 }

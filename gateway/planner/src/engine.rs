@@ -36,7 +36,7 @@ pub struct QueryEngine {
 #[derive(Debug)]
 pub enum PlannedStatement {
     /// A statement that returns rows (SELECT, EXPLAIN, DESCRIBE, ...).
-    Query(Query),
+    Query(Box<Query>),
     /// `SET name = value`, already validated; the caller records it in its session.
     Set { name: String, value: String },
 }
@@ -132,12 +132,12 @@ impl QueryEngine {
                 });
             }
             LogicalPlan::Statement(other) => {
-                return Err(Error::Plan(datafusion::error::DataFusionError::NotImplemented(
-                    format!(
+                return Err(Error::Plan(
+                    datafusion::error::DataFusionError::NotImplemented(format!(
                         "{} statements are not supported; Sluice runs each query on its own",
                         other.name()
-                    ),
-                )));
+                    )),
+                ));
             }
             _ => {}
         }
@@ -147,7 +147,11 @@ impl QueryEngine {
             routes: Mutex::new(Vec::new()),
         });
         state.config_mut().set_extension(Arc::clone(&scope));
-        Ok(PlannedStatement::Query(Query { state, plan, scope }))
+        Ok(PlannedStatement::Query(Box::new(Query {
+            state,
+            plan,
+            scope,
+        })))
     }
 }
 
@@ -203,7 +207,12 @@ impl Query {
     /// Plans the query physically and starts it. Returns the result stream and the reads of
     /// `streams` the plan makes.
     pub async fn execute(self) -> Result<(SendableRecordBatchStream, Vec<Route>)> {
-        if !self.plan.get_parameter_types().map_err(Error::Plan)?.is_empty() {
+        if !self
+            .plan
+            .get_parameter_types()
+            .map_err(Error::Plan)?
+            .is_empty()
+        {
             return Err(Error::Parameters(
                 "the statement has parameters; bind values before running it".into(),
             ));

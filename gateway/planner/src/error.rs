@@ -58,9 +58,7 @@ fn classify(e: &DataFusionError) -> ErrorKind {
             classify(inner)
         }
         DataFusionError::Shared(inner) => classify(inner),
-        DataFusionError::Collection(errors) => {
-            errors.first().map_or(ErrorKind::Internal, classify)
-        }
+        DataFusionError::Collection(errors) => errors.first().map_or(ErrorKind::Internal, classify),
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)

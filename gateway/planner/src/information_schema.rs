@@ -165,9 +165,13 @@ pub(crate) fn information_schema() -> Result<Arc<dyn SchemaProvider>> {
             Arc::new(StringArray::from_iter_values(rows.iter().map(|_| CATALOG))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.2.as_str()),
+            )),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.3))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.4.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.4.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.5))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.6))),
         ],

@@ -13,7 +13,10 @@ pub(crate) fn number_question_marks(sql: &str) -> Result<String> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize()
         .map_err(|e| datafusion::error::DataFusionError::SQL(Box::new(e.into()), None))?;
-    if !tokens.iter().any(|t| matches!(t, Token::Placeholder(p) if p == "?")) {
+    if !tokens
+        .iter()
+        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
+    {
         return Ok(sql.to_string());
     }
     let mut n = 0;

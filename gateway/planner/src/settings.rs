@@ -88,7 +88,10 @@ mod tests {
             s.iter().collect::<Vec<_>>(),
             vec![("datafusion.execution.batch_size", "2048")]
         );
-        assert!(s.set("datafusion.catalog.information_schema", "true").is_err());
+        assert!(
+            s.set("datafusion.catalog.information_schema", "true")
+                .is_err()
+        );
         assert!(s.set("datafusion.execution.batch_size", "lots").is_err());
         assert!(s.set("datafusion.execution.no_such_thing", "1").is_err());
     }

@@ -85,7 +85,9 @@ impl StreamsTable {
         let mut branch_filters = filters.to_vec();
         branch_filters.push(half.clone());
         let table = source.table();
-        let scan = table.scan(state, Some(&read), &branch_filters, None).await?;
+        let scan = table
+            .scan(state, Some(&read), &branch_filters, None)
+            .await?;
         let read_schema = Arc::new(self.schema.project(&read)?);
         let df_schema = DFSchema::try_from(Arc::clone(&read_schema))?;
         let predicate = state.create_physical_expr(half, &df_schema)?;
@@ -167,7 +169,10 @@ impl TableProvider for StreamsTable {
             if range.is_empty() || wanted.is_empty() {
                 continue;
             }
-            inputs.push(self.branch(state, source, half, projection, filters).await?);
+            inputs.push(
+                self.branch(state, source, half, projection, filters)
+                    .await?,
+            );
             scope.routes.lock().expect("routes lock").push(Route {
                 branch,
                 source: source.name().to_string(),

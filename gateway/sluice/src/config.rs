@@ -55,15 +55,14 @@ impl FileConfig {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading configuration {}: {e}", path.display()))?;
-        let mut config: FileConfig = toml::from_str(&text)
-            .map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        let mut config: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("configuration {}: {e}", path.display()))?;
         // A relative data folder is relative to the configuration file.
-        if let Some(data) = config.data.as_mut() {
-            if data.is_relative() {
-                if let Some(dir) = path.parent() {
-                    *data = dir.join(&*data);
-                }
-            }
+        if let Some(data) = config.data.as_mut()
+            && data.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            *data = dir.join(&*data);
         }
         Ok(config)
     }

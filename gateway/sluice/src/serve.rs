@@ -90,10 +90,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     } else {
         file.principal
     };
-    let auth = Authenticator::new(
-        &principals,
-        Duration::from_secs(file.auth.session_ttl_secs),
-    )?;
+    let auth = Authenticator::new(&principals, Duration::from_secs(file.auth.session_ttl_secs))?;
     if !demo_logins {
         auth.warn_plain_passwords();
     }
@@ -150,9 +147,8 @@ async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
