@@ -147,3 +147,12 @@ def test_events_exactly_at_the_watermark_are_counted_once(analyst, duck):
         sluice = sluice_rows(analyst, f"SELECT count(*) FROM streams WHERE ts {op} '{w}T00:00:00Z'")
         expected = duck_rows(duck, f"SELECT count(*) FROM streams WHERE ts {op} TIMESTAMPTZ '{w} 00:00:00+00'")
         assert sluice == expected, op
+
+
+def test_relative_time_with_now(listener, duck):
+    """Agents write "the last 7 days" with now(); it must plan and run on both branches."""
+    [(n,)] = sluice_rows(listener, "SELECT count(*) FROM streams WHERE ts >= now() - INTERVAL '7 days'")
+    [(week,)] = duck_rows(duck, f"""
+        SELECT count(*) FROM streams WHERE user_id = '{ME}'
+          AND ts >= now() - INTERVAL 8 DAY""")
+    assert 0 < n <= week

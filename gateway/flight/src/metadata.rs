@@ -49,9 +49,10 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
         SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
     );
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    // Quoted identifiers keep their case and match exactly; the enum has no such value.
     b.append(
         SqlInfo::SqlQuotedIdentifierCase,
-        SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityUnknown as i32,
     );
     b.append(SqlInfo::SqlAllTablesAreSelectable, true);
     b.append(

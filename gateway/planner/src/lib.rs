@@ -16,6 +16,8 @@ mod placeholders;
 mod scope;
 mod settings;
 mod streams;
+#[cfg(test)]
+mod tests;
 
 pub use engine::{PlannedStatement, Query, QueryEngine};
 pub use error::{Error, ErrorKind, Result};
