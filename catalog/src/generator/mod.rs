@@ -28,7 +28,7 @@ pub struct GenerateConfig {
     pub seed: u64,
     /// First day not generated (exclusive end, midnight UTC).
     pub end: NaiveDate,
-    /// Number of artists; tracks and albums follow (about 12 tracks per artist).
+    /// Number of artists; albums and tracks follow (1 to 16 albums of 5 to 12 tracks each).
     pub artists: u32,
 }
 
@@ -101,7 +101,13 @@ fn build_catalog(config: &GenerateConfig) -> Catalog {
             genre: genre_dist.sample(&mut rng),
         });
         let mut own = Vec::new();
-        for _ in 0..rng.range(1, 4) {
+        // Popular artists have long catalogues, whose deep cuts even fans rarely reach.
+        let albums_of_artist = if a < n / 20 {
+            rng.range(6, 17)
+        } else {
+            rng.range(1, 5)
+        };
+        for _ in 0..albums_of_artist {
             let album = albums.len() as u32;
             albums.push(Album {
                 uri: uri("album", u64::from(album)),
@@ -109,7 +115,7 @@ fn build_catalog(config: &GenerateConfig) -> Catalog {
                 artist: a as u32,
                 release: earliest + Duration::days(rng.range(0, span_days) as i64),
             });
-            for _ in 0..rng.range(4, 9) {
+            for _ in 0..rng.range(5, 13) {
                 let t = tracks.len() as u32;
                 tracks.push(Track {
                     uri: uri("track", u64::from(t)),
@@ -125,7 +131,7 @@ fn build_catalog(config: &GenerateConfig) -> Catalog {
     }
     let artist_track_dist = artist_tracks
         .iter()
-        .map(|t| Weighted::zipf(t.len(), 1.1))
+        .map(|t| Weighted::zipf(t.len(), 1.5))
         .collect();
     // Artist popularity is Zipf over the artist index; within a genre, keep that order.
     let mut genre_artists = vec![Vec::new(); GENRES.len()];

@@ -150,7 +150,12 @@ async fn a_listener_is_scoped_whatever_the_sql() {
         let (out, _) = run(&e, &a, sql).await;
         assert!(out.contains("| 4 |"), "{sql}\n{out}");
     }
-    let (out, _) = run(&e, &a, "SELECT count(*) AS n FROM streams WHERE user_id = 'b'").await;
+    let (out, _) = run(
+        &e,
+        &a,
+        "SELECT count(*) AS n FROM streams WHERE user_id = 'b'",
+    )
+    .await;
     assert!(out.contains("| 0 |"), "{out}");
     let (out, _) = run(&e, &a, "SELECT DISTINCT user_id FROM streams").await;
     assert!(!out.contains("| b"), "{out}");

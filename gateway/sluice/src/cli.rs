@@ -51,7 +51,7 @@ pub(crate) struct GenerateArgs {
     /// Seed of every random choice: the same seed gives the same data.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
-    /// Number of artists (about 12 tracks each).
+    /// Number of artists (popular ones have long catalogues; about 25 tracks each on average).
     #[arg(long, default_value_t = 1000)]
     pub(crate) artists: u32,
     /// First day not generated (YYYY-MM-DD). Default: today (UTC).
