@@ -51,11 +51,11 @@ class Server:
         self.uri = f"grpc://{address}"
 
 
-@pytest.fixture(scope="session")
-def server(dataset_dir):
-    log = open(dataset_dir.parent / "sluice.log", "w")
+def start_server(dataset_dir, *extra):
+    """Starts `sluice serve` on a free port; yields it and stops exactly that process."""
+    log = open(dataset_dir.parent / f"sluice-{len(extra)}.log", "w")
     proc = subprocess.Popen(
-        [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0"],
+        [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
     address = None
@@ -68,7 +68,6 @@ def server(dataset_dir):
         assert address, "sluice did not report its address"
         yield Server(proc, address)
     finally:
-        # Stop exactly the process we started, by its id.
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
             try:
@@ -77,6 +76,11 @@ def server(dataset_dir):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(dataset_dir):
+    yield from start_server(dataset_dir)
 
 
 def connect(server, user, password=None):

@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 
 /// How long a planned query waits for its DoGet.
 const TICKET_TTL: Duration = Duration::from_secs(300);
+/// How long an unused session keeps its settings and prepared statements.
+const SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A prepared statement: its SQL and the parameter values bound last.
 #[derive(Debug, Clone)]
@@ -28,10 +30,11 @@ struct Pending {
 }
 
 /// One client session, keyed by its bearer token.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) settings: SessionSettings,
     pub(crate) prepared: HashMap<Vec<u8>, Prepared>,
+    last_used: Instant,
 }
 
 /// All sessions and the queries between GetFlightInfo and DoGet.
@@ -45,8 +48,19 @@ pub(crate) struct Sessions {
 impl Sessions {
     /// Runs `f` on the session of `key`, creating it if needed.
     pub(crate) fn with<T>(&self, key: &str, f: impl FnOnce(&mut Session) -> T) -> T {
+        let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("sessions lock");
-        f(sessions.entry(key.to_string()).or_default())
+        if !sessions.contains_key(key) {
+            // Clients that never send CloseSession leave their sessions behind.
+            sessions.retain(|_, s| now.duration_since(s.last_used) < SESSION_IDLE_TTL);
+        }
+        let session = sessions.entry(key.to_string()).or_insert_with(|| Session {
+            settings: SessionSettings::default(),
+            prepared: HashMap::new(),
+            last_used: now,
+        });
+        session.last_used = now;
+        f(session)
     }
 
     pub(crate) fn close(&self, key: &str) {
