@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs, then runs format and lint
-# checks, the Rust unit and end-to-end tests, and the Python ADBC client tests.
+# checks, the Rust unit and end-to-end tests, and the Python ADBC client tests. Tests that need
+# Redis start their own redis-server on a free loopback port and stop it by process id.
 #
 #   ./tests/run.sh
 #
@@ -13,6 +14,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 VENV="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
 
 step() { printf '\n== %s\n' "$*"; }
+
+step "Servers the tests start privately"
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
 
 step "Python client environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -15,4 +15,6 @@ mod open;
 pub use cold::ParquetColdStore;
 pub use error::{Error, Result};
 pub use hot::MemoryHotStore;
-pub use open::{EmbeddedConfig, EmbeddedSources};
+pub use open::{
+    EmbeddedConfig, EmbeddedSources, default_watermark_ms, entity_tables, events_since,
+};

@@ -2,7 +2,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::Datelike;
 use datafusion::arrow::array::{RecordBatch, Scalar, TimestampMillisecondArray};
 use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::gt_eq};
 use datafusion::catalog::{MemTable, TableProvider};
@@ -41,32 +41,16 @@ impl EmbeddedSources {
     /// Opens `dataset`: the cold store over its Parquet files, the hot store filled with the
     /// events at or after `W`, the entity tables in memory.
     pub fn open(dataset: &Dataset, config: &EmbeddedConfig) -> Result<Self> {
-        let end = dataset.manifest().end;
-        let w_day = end - chrono::Duration::days(i64::from(config.hot_days));
-        let watermark_ms = w_day
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc()
-            .timestamp_millis();
+        let watermark_ms = default_watermark_ms(dataset, config.hot_days);
 
         let hot = MemoryHotStore::new();
-        load_hot_window(dataset, &hot, w_day, watermark_ms)?;
+        load_hot_window(dataset, &hot, watermark_ms)?;
         let cold = ParquetColdStore::open(dataset)?;
-
-        let mut entities: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
-        for name in [TRACKS, ARTISTS, ALBUMS] {
-            let path = dataset.entity_file(name);
-            let batches = read_parquet(&path)?;
-            let schema = sluice_catalog::table(name).expect("declared").schema();
-            entities.push((
-                name.to_string(),
-                Arc::new(MemTable::try_new(schema, vec![batches])?),
-            ));
-        }
+        let entities = entity_tables(dataset)?;
         info!(
             dataset = %dataset.root().display(),
             hot_events = hot.len(),
-            watermark = %w_day,
+            watermark_ms,
             "embedded sources open"
         );
         Ok(Self {
@@ -80,6 +64,71 @@ impl EmbeddedSources {
             watermark_ms,
         })
     }
+}
+
+/// The watermark the embedded default uses for a dataset: midnight UTC of its end minus
+/// `hot_days`.
+pub fn default_watermark_ms(dataset: &Dataset, hot_days: u32) -> i64 {
+    (dataset.manifest().end - chrono::Duration::days(i64::from(hot_days)))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// `tracks`, `artists` and `albums` of a dataset as in-memory tables.
+pub fn entity_tables(dataset: &Dataset) -> Result<Vec<(String, Arc<dyn TableProvider>)>> {
+    let mut entities: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
+    for name in [TRACKS, ARTISTS, ALBUMS] {
+        let batches = read_parquet(&dataset.entity_file(name))?;
+        let schema = sluice_catalog::table(name).expect("declared").schema();
+        entities.push((
+            name.to_string(),
+            Arc::new(MemTable::try_new(schema, vec![batches])?),
+        ));
+    }
+    Ok(entities)
+}
+
+/// Every event of a dataset with `ts >= from_ms`, batch by batch, from the files of the
+/// years that can hold them (`part-YYYY.parquet`; files named otherwise are all read).
+pub fn events_since(
+    dataset: &Dataset,
+    from_ms: i64,
+    mut each: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let from_year = chrono::DateTime::from_timestamp_millis(from_ms)
+        .map(|t| t.year())
+        .unwrap_or(i32::MIN);
+    let dir = dataset.streams_dir();
+    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Open {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    let from = Scalar::new(TimestampMillisecondArray::from(vec![from_ms]).with_timezone(TIME_ZONE));
+    for path in files {
+        let year = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix("part-"))
+            .and_then(|y| y.parse::<i32>().ok());
+        if year.is_some_and(|y| y < from_year) {
+            continue;
+        }
+        for batch in read_parquet(&path)? {
+            let keep = gt_eq(batch.column(2), &from)?;
+            let recent = filter_record_batch(&batch, &keep)?;
+            if recent.num_rows() > 0 {
+                each(recent)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
@@ -99,42 +148,10 @@ fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
-/// Fills the hot store with the events at or after `W`, from the files of the years that
-/// can hold them (`part-YYYY.parquet`; files named otherwise are all read).
-fn load_hot_window(
-    dataset: &Dataset,
-    hot: &MemoryHotStore,
-    w_day: NaiveDate,
-    watermark_ms: i64,
-) -> Result<()> {
-    let dir = dataset.streams_dir();
-    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Open {
-        path: dir.clone(),
-        source,
-    })?;
-    let mut files: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    let w =
-        Scalar::new(TimestampMillisecondArray::from(vec![watermark_ms]).with_timezone(TIME_ZONE));
-    for path in files {
-        let year = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.strip_prefix("part-"))
-            .and_then(|y| y.parse::<i32>().ok());
-        if year.is_some_and(|y| y < w_day.year()) {
-            continue;
-        }
-        for batch in read_parquet(&path)? {
-            let keep = gt_eq(batch.column(2), &w)?;
-            let recent = filter_record_batch(&batch, &keep)?;
-            if recent.num_rows() > 0 {
-                hot.append(&recent)?;
-            }
-        }
-    }
-    Ok(())
+/// Fills the hot store with the events at or after `W`.
+fn load_hot_window(dataset: &Dataset, hot: &MemoryHotStore, watermark_ms: i64) -> Result<()> {
+    events_since(dataset, watermark_ms, |batch| {
+        hot.append(&batch)?;
+        Ok(())
+    })
 }

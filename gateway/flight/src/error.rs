@@ -35,6 +35,7 @@ impl From<Error> for Status {
                 ErrorKind::Unsupported => Status::unimplemented(message),
                 ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
                 ErrorKind::Cancelled => Status::cancelled(message),
+                ErrorKind::Unavailable => Status::unavailable(message),
                 ErrorKind::Internal => Status::internal(message),
             },
             Error::UnknownPreparedStatement | Error::UnknownTicket => Status::not_found(message),

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A limit was hit (memory, resources).
     ResourceExhausted,
+    /// A source could not be reached or did not answer in time.
+    Unavailable,
     /// A source or the gateway failed.
     Internal,
     /// The query was cancelled.
@@ -40,11 +42,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Plan(e) => match classify(e) {
-                ErrorKind::Internal => ErrorKind::InvalidRequest,
-                k => k,
-            },
-            Error::Execute(e) => classify(e),
+            Error::Plan(e) | Error::Execute(e) => classify(e),
             Error::ReadOnly { .. } => ErrorKind::Unsupported,
             Error::Setting { .. } | Error::Parameters(_) => ErrorKind::InvalidRequest,
         }
@@ -53,6 +51,12 @@ impl Error {
 
 /// Classifies a DataFusion error by its root cause.
 fn classify(e: &DataFusionError) -> ErrorKind {
+    if let Some(source) = sluice_connector_api::SourceError::find(e) {
+        return match source.kind {
+            sluice_connector_api::SourceErrorKind::Unavailable => ErrorKind::Unavailable,
+            sluice_connector_api::SourceErrorKind::Failed => ErrorKind::Internal,
+        };
+    }
     match e {
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             classify(inner)

@@ -19,6 +19,23 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Generate a deterministic demo dataset (Parquet) into a folder.
     Generate(GenerateArgs),
+    /// Load a generated dataset's recent events into the configured hot store (Redis) and
+    /// publish the watermark W.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Configuration file with a `[redis]` section.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub(crate) config: PathBuf,
+    /// Dataset folder written by `sluice generate`. The cold store serves it as it is.
+    #[arg(long)]
+    pub(crate) from: PathBuf,
+    /// Days of the dataset that the hot store serves: W is midnight UTC of the dataset's
+    /// end minus this. Default: the configuration's `embedded.hot_days`, else 7.
+    #[arg(long)]
+    pub(crate) hot_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,9 @@ pub(crate) struct FileConfig {
     pub(crate) data: Option<PathBuf>,
     #[serde(default)]
     pub(crate) embedded: EmbeddedSection,
+    /// The hot store in Redis. Without it, an in-memory hot store serves the dataset's
+    /// last days.
+    pub(crate) redis: Option<sluice_connector_redis::RedisConfig>,
     #[serde(default)]
     pub(crate) auth: AuthSection,
     /// Who may log in. Empty: demo logins (every listener with its user id as password,
@@ -77,6 +80,8 @@ mod tests {
         let config: FileConfig = toml::from_str(
             r#"
             listen = "127.0.0.1:32010"
+            [redis]
+            url = "redis://127.0.0.1:6390/"
             [[principal]]
             name = "u0001"
             password = "secret"
@@ -90,6 +95,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.principal.len(), 2);
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.key_prefix, "sluice:");
+        assert_eq!(redis.grace_secs, 2 * 24 * 3600);
         assert_eq!(config.auth.session_ttl_secs, 12 * 3600);
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
     }

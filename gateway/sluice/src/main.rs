@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod generate;
+mod load;
 mod serve;
 
 use clap::Parser;
@@ -23,6 +24,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Generate(args) => generate::run(args),
+        cli::Command::Load(args) => load::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sluice_auth::{Authenticator, PrincipalConfig, Role};
 use sluice_catalog::{Dataset, GenerateConfig};
-use sluice_connector_embedded::{EmbeddedConfig, EmbeddedSources};
+use sluice_connector_api::Sources;
+use sluice_connector_embedded::{EmbeddedConfig, EmbeddedSources, ParquetColdStore, entity_tables};
+use sluice_connector_redis::{RedisHotStore, RedisWatermark};
 use sluice_flight::SluiceFlightService;
 use sluice_planner::QueryEngine;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -95,25 +97,42 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         auth.warn_plain_passwords();
     }
 
+    let redis = file.redis;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let embedded = EmbeddedSources::open(&dataset, &EmbeddedConfig { hot_days })?;
-        let watermark = embedded.watermark_ms;
-        let engine = Arc::new(QueryEngine::new(embedded.sources)?);
+        let (sources, hot_name) = match redis {
+            Some(redis) => {
+                // Cold: the dataset's Parquet files; hot: Redis, loaded by `sluice load`.
+                let store = RedisHotStore::connect(redis).await?;
+                let sources = Sources {
+                    hot: Arc::new(store.clone()),
+                    cold: Arc::new(ParquetColdStore::open(&dataset)?),
+                    watermark: Arc::new(RedisWatermark::new(store.clone())),
+                    entities: entity_tables(&dataset)?,
+                };
+                (sources, format!("Redis at {}", store.config().url))
+            }
+            None => {
+                let embedded = EmbeddedSources::open(&dataset, &EmbeddedConfig { hot_days })?;
+                (embedded.sources, "memory".to_string())
+            }
+        };
+        let watermark = sources.watermark.current_ms().await.unwrap_or(i64::MIN);
+        let engine = Arc::new(QueryEngine::new(sources)?);
         let service = SluiceFlightService::new(engine, Arc::new(auth));
 
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let local = listener.local_addr()?;
         let m = dataset.manifest();
         let w = chrono::DateTime::from_timestamp_millis(watermark)
-            .map(|t| t.format("%Y-%m-%d").to_string())
-            .unwrap_or_default();
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|| "(not published)".to_string());
         // The banner goes to stdout, the address last: scripts read up to that line and may
         // close the pipe, which must not stop the server.
         let mut banner = format!(
-            "Sluice {} serving {} ({} listeners, {} .. {}, hot from W = {w})\n",
+            "Sluice {} serving {} ({} listeners, {} .. {}), hot store {hot_name} from W = {w}\n",
             env!("CARGO_PKG_VERSION"),
             dataset.root().display(),
             m.users,
