@@ -2,9 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampMillisecondType};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result, exec_err};
@@ -12,10 +10,7 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use sluice_catalog::TIME_ZONE;
-use sluice_connector_api::{EventFilter, EventSource};
-
-const BATCH_ROWS: usize = 8 * 1024;
+use sluice_connector_api::{EventFilter, EventSource, StreamsBatchBuilder};
 
 #[derive(Debug, Clone)]
 struct HotEvent {
@@ -102,11 +97,8 @@ impl MemoryHotStore {
 
     /// The events matching `filter`, as batches with the `streams` schema.
     fn read(&self, filter: &EventFilter, limit: Option<usize>) -> Result<Vec<RecordBatch>> {
-        let schema = sluice_catalog::streams_schema();
         let map = self.by_user.read().expect("hot store lock");
-        let mut out = Vec::new();
-        let mut rows = 0usize;
-        let mut batch = BatchBuilder::new();
+        let mut out = StreamsBatchBuilder::new();
         let slices =
             map.iter()
                 .filter(|(user, _)| filter.admits_user(user))
@@ -123,60 +115,13 @@ impl MemoryHotStore {
                 });
         'outer: for (user, events) in slices {
             for e in events {
-                if limit.is_some_and(|l| rows >= l) {
+                if limit.is_some_and(|l| out.rows() >= l) {
                     break 'outer;
                 }
-                batch.push(user, e);
-                rows += 1;
-                if batch.len == BATCH_ROWS {
-                    out.push(std::mem::replace(&mut batch, BatchBuilder::new()).finish(&schema)?);
-                }
+                out.push(user, &e.track_uri, e.ts_ms, e.ms_played)?;
             }
         }
-        if batch.len > 0 {
-            out.push(batch.finish(&schema)?);
-        }
-        Ok(out)
-    }
-}
-
-struct BatchBuilder {
-    users: StringBuilder,
-    tracks: StringBuilder,
-    ts: TimestampMillisecondBuilder,
-    played: Int64Builder,
-    len: usize,
-}
-
-impl BatchBuilder {
-    fn new() -> Self {
-        Self {
-            users: StringBuilder::new(),
-            tracks: StringBuilder::new(),
-            ts: TimestampMillisecondBuilder::new().with_timezone(TIME_ZONE),
-            played: Int64Builder::new(),
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, user: &str, e: &HotEvent) {
-        self.users.append_value(user);
-        self.tracks.append_value(&e.track_uri);
-        self.ts.append_value(e.ts_ms);
-        self.played.append_value(e.ms_played);
-        self.len += 1;
-    }
-
-    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
-        Ok(RecordBatch::try_new(
-            Arc::clone(schema),
-            vec![
-                Arc::new(self.users.finish()),
-                Arc::new(self.tracks.finish()),
-                Arc::new(self.ts.finish()),
-                Arc::new(self.played.finish()),
-            ],
-        )?)
+        out.finish()
     }
 }
 
@@ -241,6 +186,7 @@ impl TableProvider for MemoryHotTable {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use sluice_catalog::TIME_ZONE;
 
     fn batch(rows: &[(&str, &str, i64)]) -> RecordBatch {
         RecordBatch::try_new(

@@ -5,15 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use datafusion::catalog::TableProvider;
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::ConnectionManager;
-use sluice_catalog::TIME_ZONE;
-use sluice_connector_api::{EventFilter, EventSource, Watermark};
+use sluice_connector_api::{EventFilter, EventSource, StreamsBatchBuilder, Watermark};
 use tracing::warn;
 
 use crate::config::RedisConfig;
@@ -21,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::keys::{events_key, member, member_prefix, parse_member, users_key, watermark_key};
 use crate::scan::RedisTable;
 
-const BATCH_ROWS: usize = 8 * 1024;
 /// Listeners read in flight at once by a multi-listener scan.
 const READ_CONCURRENCY: usize = 16;
 
@@ -274,62 +270,18 @@ impl RedisHotStore {
             .buffered(READ_CONCURRENCY)
             .try_collect()
             .await?;
-        let schema = sluice_catalog::streams_schema();
-        let mut out = Vec::new();
-        let mut b = Builders::new();
+        let mut out = StreamsBatchBuilder::new();
         for (user, events) in &slices {
-            let key = events_key(&self.config.key_prefix, user);
             for (m, score) in events {
                 let (track, ms) = parse_member(m).ok_or_else(|| Error::Corrupt {
-                    key: key.clone(),
+                    key: events_key(&self.config.key_prefix, user),
                     member: m.clone(),
                 })?;
-                b.users.append_value(user);
-                b.tracks.append_value(track);
-                b.ts.append_value(*score as i64);
-                b.played.append_value(ms);
-                b.len += 1;
-                if b.len == BATCH_ROWS {
-                    out.push(std::mem::replace(&mut b, Builders::new()).finish(&schema)?);
-                }
+                out.push(user, track, *score as i64, ms)
+                    .map_err(|e| Error::Batch(e.to_string()))?;
             }
         }
-        if b.len > 0 {
-            out.push(b.finish(&schema)?);
-        }
-        Ok(out)
-    }
-}
-
-struct Builders {
-    users: StringBuilder,
-    tracks: StringBuilder,
-    ts: TimestampMillisecondBuilder,
-    played: Int64Builder,
-    len: usize,
-}
-
-impl Builders {
-    fn new() -> Self {
-        Self {
-            users: StringBuilder::new(),
-            tracks: StringBuilder::new(),
-            ts: TimestampMillisecondBuilder::new().with_timezone(TIME_ZONE),
-            played: Int64Builder::new(),
-            len: 0,
-        }
-    }
-
-    fn finish(mut self, schema: &datafusion::arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
-        Ok(RecordBatch::try_new(
-            Arc::clone(schema),
-            vec![
-                Arc::new(self.users.finish()),
-                Arc::new(self.tracks.finish()),
-                Arc::new(self.ts.finish()),
-                Arc::new(self.played.finish()),
-            ],
-        )?)
+        out.finish().map_err(|e| Error::Batch(e.to_string()))
     }
 }
 
