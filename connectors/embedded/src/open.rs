@@ -33,8 +33,8 @@ impl Default for EmbeddedConfig {
 #[derive(Debug)]
 pub struct EmbeddedSources {
     pub sources: Sources,
+    /// The hot store itself, for writers (the same store `sources.hot` reads).
     pub hot: MemoryHotStore,
-    pub watermark_ms: i64,
 }
 
 impl EmbeddedSources {
@@ -61,7 +61,6 @@ impl EmbeddedSources {
                 entities,
             },
             hot,
-            watermark_ms,
         })
     }
 }
