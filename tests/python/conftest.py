@@ -4,9 +4,13 @@ DuckDB over the same Parquet files for answers computed independently of Sluice.
 import datetime as dt
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -45,28 +49,44 @@ def dataset_dir():
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen, address: str):
+    def __init__(self, proc: subprocess.Popen, address: str, metrics: str):
         self.proc = proc
         self.address = address
         self.uri = f"grpc://{address}"
+        self.metrics_url = metrics
+
+    def metrics(self):
+        """The Prometheus samples, as {'name{labels}': value}."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
+            text = r.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                samples[key] = float(value)
+        return samples
 
 
 def start_server(dataset_dir, *extra):
     """Starts `sluice serve` on a free port; yields it and stops exactly that process."""
     log = open(dataset_dir.parent / f"sluice-{len(extra)}.log", "w")
     proc = subprocess.Popen(
-        [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0", *extra],
+        [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0",
+         "--metrics-listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
-    address = None
+    address = metrics = None
     try:
         for line in proc.stdout:
+            m = re.search(r"Metrics: (http://\S+)", line)
+            if m:
+                metrics = m.group(1)
             m = re.search(r"Flight SQL: grpc://(\S+)", line)
             if m:
                 address = m.group(1)
                 break
-        assert address, "sluice did not report its address"
-        yield Server(proc, address)
+        assert address and metrics, "sluice did not report its addresses"
+        yield Server(proc, address, metrics)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
@@ -118,3 +138,34 @@ def duck(dataset_dir):
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{d}/{t}.parquet')")
     yield con
     con.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(folder):
+    """Starts a private redis-server on a free loopback port, data in `folder`; yields
+    (process, port) and stops exactly that process."""
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is not installed (tests/run.sh installs it)"
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)

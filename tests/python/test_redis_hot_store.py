@@ -12,40 +12,16 @@ import time
 import adbc_driver_manager
 import pytest
 
-from conftest import END, connect, sluice_bin, start_server
+from conftest import END, connect, free_port, sluice_bin, start_redis, start_server
 from helpers import duck_rows, sluice_rows
 
 ME = "u0002"
 W = dt.datetime.combine(END - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
-    exe = shutil.which("redis-server")
-    assert exe, "redis-server is not installed (tests/run.sh installs it)"
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield proc, port
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)  # exactly the server this module started
-        proc.wait(timeout=20)
+    yield from start_redis(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +90,26 @@ def test_explain_shows_redis_as_the_only_source(me):
     rows = sluice_rows(me, f"EXPLAIN SELECT count(*) FROM streams WHERE ts < '{since(30)}T00:00:00Z'")
     physical = next(plan for kind, plan in rows if kind == "physical_plan")
     assert "RedisScanExec" not in physical, "a query before W never reads Redis"
+
+
+def test_read_counters_show_redis_as_the_only_source(redis_gateway, me, duck):
+    def reads(source, branch):
+        m = redis_gateway.metrics()
+        labels = f'{{branch="{branch}",source="{source}"}}'
+        return (m.get(f"sluice_source_scans_total{labels}", 0),
+                m.get(f"sluice_source_rows_total{labels}", 0))
+
+    before_hot, before_cold = reads("redis", "hot"), reads("parquet", "cold")
+    sql = f"SELECT track_uri, ts FROM streams WHERE ts >= '{since(7)}T00:00:00Z'"
+    rows = sluice_rows(me, sql)
+    after_hot, after_cold = reads("redis", "hot"), reads("parquet", "cold")
+    assert len(rows) > 0
+    assert after_hot == (before_hot[0] + 1, before_hot[1] + len(rows))
+    assert after_cold == before_cold, "the hot-window question read the cold store"
+    # And a question about last year reads only the cold store.
+    sluice_rows(me, f"SELECT count(*) FROM streams WHERE ts < '{since(365)}T00:00:00Z'")
+    assert reads("redis", "hot") == after_hot
+    assert reads("parquet", "cold")[0] == after_cold[0] + 1
 
 
 def test_analyst_reads_every_listener_in_the_hot_window(redis_gateway, duck):

@@ -2,11 +2,14 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::common::not_impl_err;
 use datafusion::error::Result;
 
 /// One branch of `streams`: a store of listening events with the logical `streams` schema
 /// ([`sluice_catalog::streams_schema`]).
+#[async_trait]
 pub trait EventSource: Debug + Send + Sync {
     /// Short name for logs and EXPLAIN: `memory`, `parquet`, `redis`, `clickhouse`.
     fn name(&self) -> &str;
@@ -14,6 +17,14 @@ pub trait EventSource: Debug + Send + Sync {
     /// The table serving this branch. The planner adds the branch's half of the time range
     /// (`ts < W` or `ts >= W`) to the filters it passes; the provider prunes with them.
     fn table(&self) -> Arc<dyn TableProvider>;
+
+    /// Adds events (a batch with the `streams` schema, no nulls) and returns how many were
+    /// new: an event already held (same listener, time and track) is stored once, so a
+    /// retried write is harmless. Sources that take no writes say so.
+    async fn append(&self, batch: &RecordBatch) -> Result<u64> {
+        let _ = batch;
+        not_impl_err!("the {} source does not accept writes", self.name())
+    }
 }
 
 /// Where the hot/cold boundary `W` is published. Every event with `ts < W` is in the cold

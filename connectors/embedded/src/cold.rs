@@ -37,6 +37,7 @@ impl ParquetColdStore {
     }
 }
 
+#[async_trait::async_trait]
 impl EventSource for ParquetColdStore {
     fn name(&self) -> &str {
         "parquet"

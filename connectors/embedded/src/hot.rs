@@ -125,6 +125,7 @@ impl MemoryHotStore {
     }
 }
 
+#[async_trait]
 impl EventSource for MemoryHotStore {
     fn name(&self) -> &str {
         "memory"
@@ -134,6 +135,10 @@ impl EventSource for MemoryHotStore {
         Arc::new(MemoryHotTable {
             store: self.clone(),
         })
+    }
+
+    async fn append(&self, batch: &RecordBatch) -> Result<u64> {
+        Ok(MemoryHotStore::append(self, batch)? as u64)
     }
 }
 

@@ -6,8 +6,12 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://` for TLS).
-    pub url: String,
+    /// One server: `redis://host:port/db` (or `rediss://` for TLS).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A Redis Cluster: some of its nodes (`redis://host:port`); the rest are discovered.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Prefix of every key Sluice reads and writes.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
@@ -40,14 +44,36 @@ fn default_command_timeout() -> u64 {
 }
 
 impl RedisConfig {
-    /// A configuration with defaults for everything but the URL.
+    /// One server at `url`, defaults for everything else.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: Some(url.into()),
+            nodes: Vec::new(),
             key_prefix: default_prefix(),
             grace_secs: default_grace(),
             connect_timeout_ms: default_connect_timeout(),
             command_timeout_ms: default_command_timeout(),
+        }
+    }
+
+    /// What to connect to, checked: one server or a cluster, not both, not neither.
+    pub(crate) fn target(&self) -> Result<Target<'_>, String> {
+        match (&self.url, self.nodes.as_slice()) {
+            (Some(url), []) => Ok(Target::Server(url)),
+            (None, nodes) if !nodes.is_empty() => Ok(Target::Cluster(nodes)),
+            (Some(_), _) => Err("[redis] has both url and nodes; give url for one server, \
+                                 nodes for a cluster"
+                .into()),
+            (None, _) => Err("[redis] needs url (one server) or nodes (a cluster)".into()),
+        }
+    }
+
+    /// The server or cluster, for messages: `redis://h:p/` or `cluster redis://a,redis://b`.
+    pub fn endpoint(&self) -> String {
+        match self.target() {
+            Ok(Target::Server(url)) => url.to_string(),
+            Ok(Target::Cluster(nodes)) => format!("cluster {}", nodes.join(",")),
+            Err(_) => "(misconfigured)".into(),
         }
     }
 
@@ -57,5 +83,36 @@ impl RedisConfig {
 
     pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// A checked [`RedisConfig`] connection target.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    Server(&'a str),
+    Cluster(&'a [String]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_or_nodes() {
+        let parse = |s: &str| toml::from_str::<RedisConfig>(s).unwrap();
+        assert!(matches!(
+            parse("url = 'redis://a/'").target(),
+            Ok(Target::Server(_))
+        ));
+        assert!(matches!(
+            parse("nodes = ['redis://a:1', 'redis://b:2']").target(),
+            Ok(Target::Cluster(n)) if n.len() == 2
+        ));
+        assert!(
+            parse("url = 'redis://a/'\nnodes = ['redis://b:1']")
+                .target()
+                .is_err()
+        );
+        assert!(parse("grace_secs = 1").target().is_err());
     }
 }

@@ -22,6 +22,8 @@ pub enum Error {
     Batch(String),
     #[error("no watermark in Redis at {key}: load data with `sluice load` first")]
     NoWatermark { key: String },
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,7 +37,8 @@ impl From<Error> for datafusion::error::DataFusionError {
             Error::Corrupt { .. }
             | Error::Arrow(_)
             | Error::Batch(_)
-            | Error::NoWatermark { .. } => sluice_connector_api::SourceErrorKind::Failed,
+            | Error::NoWatermark { .. }
+            | Error::Config(_) => sluice_connector_api::SourceErrorKind::Failed,
         };
         sluice_connector_api::SourceError::new("redis", source, e).into()
     }

@@ -102,7 +102,7 @@ impl DisplayAs for RedisScanExec {
         write!(
             f,
             "RedisScanExec: url={} users={} ts_ms=[{}, {})",
-            self.store.config().url,
+            self.store.config().endpoint(),
             users,
             bound(self.filter.time.start_ms),
             bound(self.filter.time.end_ms)

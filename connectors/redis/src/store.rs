@@ -9,11 +9,13 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use datafusion::catalog::TableProvider;
 use futures::{StreamExt, TryStreamExt};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use sluice_connector_api::{EventFilter, EventSource, StreamsBatchBuilder, Watermark};
 use tracing::warn;
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, Target};
 use crate::error::{Error, Result};
 use crate::keys::{events_key, member, member_prefix, parse_member, users_key, watermark_key};
 use crate::scan::RedisTable;
@@ -41,11 +43,48 @@ end
 return added
 "#;
 
+/// One server through a reconnecting multiplexed connection, or a Redis Cluster through
+/// the cluster client (which routes each command by its key's slot and follows
+/// redirections). Every command Sluice sends names one key, so both serve alike.
+#[derive(Clone)]
+enum Connection {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Server(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The Redis hot store. Clones share one multiplexed connection.
 #[derive(Clone)]
 pub struct RedisHotStore {
     config: Arc<RedisConfig>,
-    conn: ConnectionManager,
+    conn: Connection,
     add_events: Arc<redis::Script>,
     reads: Arc<AtomicU64>,
 }
@@ -53,7 +92,7 @@ pub struct RedisHotStore {
 impl std::fmt::Debug for RedisHotStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisHotStore")
-            .field("url", &self.config.url)
+            .field("endpoint", &self.config.endpoint())
             .field("key_prefix", &self.config.key_prefix)
             .finish()
     }
@@ -62,20 +101,43 @@ impl std::fmt::Debug for RedisHotStore {
 impl RedisHotStore {
     /// Connects (within the connect timeout) and checks the server answers.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let url = config.url.clone();
+        let url = config.endpoint();
         let redis_err = |op| {
             let url = url.clone();
             move |source| Error::Redis { url, op, source }
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(redis_err("open"))?;
-        let conn = tokio::time::timeout(config.connect_timeout(), client.get_connection_manager())
+        let target = config.target().map_err(Error::Config)?;
+        let connecting = async {
+            match target {
+                Target::Server(server) => {
+                    let client = redis::Client::open(server).map_err(redis_err("open"))?;
+                    let conn = client
+                        .get_connection_manager()
+                        .await
+                        .map_err(redis_err("connect"))?;
+                    Ok::<_, Error>(Connection::Server(conn))
+                }
+                Target::Cluster(nodes) => {
+                    let client = redis::cluster::ClusterClient::builder(nodes.to_vec())
+                        .connection_timeout(config.connect_timeout())
+                        .response_timeout(config.command_timeout())
+                        .build()
+                        .map_err(redis_err("open cluster"))?;
+                    let conn = client
+                        .get_async_connection()
+                        .await
+                        .map_err(redis_err("connect to cluster"))?;
+                    Ok(Connection::Cluster(conn))
+                }
+            }
+        };
+        let conn = tokio::time::timeout(config.connect_timeout(), connecting)
             .await
             .map_err(|_| Error::Timeout {
                 url: url.clone(),
                 op: "connect",
                 timeout_ms: config.connect_timeout_ms,
-            })?
-            .map_err(redis_err("connect"))?;
+            })??;
         let store = Self {
             config: Arc::new(config),
             conn,
@@ -102,18 +164,18 @@ impl RedisHotStore {
     /// Runs one Redis operation with the command timeout, naming it in errors.
     async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         match tokio::time::timeout(self.config.command_timeout(), f(self.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => Err(Error::Redis {
-                url: self.config.url.clone(),
+                url: self.config.endpoint(),
                 op,
                 source,
             }),
             Err(_) => Err(Error::Timeout {
-                url: self.config.url.clone(),
+                url: self.config.endpoint(),
                 op,
                 timeout_ms: self.config.command_timeout_ms,
             }),
@@ -285,6 +347,7 @@ impl RedisHotStore {
     }
 }
 
+#[async_trait]
 impl EventSource for RedisHotStore {
     fn name(&self) -> &str {
         "redis"
@@ -292,6 +355,10 @@ impl EventSource for RedisHotStore {
 
     fn table(&self) -> Arc<dyn TableProvider> {
         Arc::new(RedisTable::new(self.clone()))
+    }
+
+    async fn append(&self, batch: &RecordBatch) -> datafusion::error::Result<u64> {
+        Ok(RedisHotStore::append(self, batch).await?)
     }
 }
 

@@ -37,6 +37,7 @@ impl From<Error> for Status {
                 ErrorKind::Cancelled => Status::cancelled(message),
                 ErrorKind::Unavailable => Status::unavailable(message),
                 ErrorKind::Internal => Status::internal(message),
+                ErrorKind::PermissionDenied => Status::permission_denied(message),
             },
             Error::UnknownPreparedStatement | Error::UnknownTicket => Status::not_found(message),
             Error::InvalidRequest(_) => Status::invalid_argument(message),

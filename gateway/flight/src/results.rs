@@ -1,6 +1,6 @@
 //! The result stream of one query, from DataFusion to the Flight encoder: batches pass
 //! through as they come (never collected), relabelled to the schema announced in
-//! FlightInfo, stopped by CancelFlightInfo, counted and logged at the end.
+//! FlightInfo, stopped by CancelFlightInfo, counted (metrics by outcome) and logged at the end.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,10 +58,15 @@ impl ResultStream {
         if !self.done {
             self.done = true;
             self.sessions.finish(&self.ticket);
+            let elapsed = self.started.elapsed();
+            sluice_metrics::QUERIES.with_label_values(&[outcome]).inc();
+            sluice_metrics::QUERY_SECONDS
+                .with_label_values(&[outcome])
+                .observe(elapsed.as_secs_f64());
             info!(
                 principal = %self.principal,
                 rows = self.rows,
-                elapsed_ms = self.started.elapsed().as_secs_f64() * 1e3,
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
                 outcome,
                 "query done"
             );
@@ -117,6 +122,6 @@ impl Stream for ResultStream {
 impl Drop for ResultStream {
     fn drop(&mut self) {
         // A client that goes away drops the stream, and with it the DataFusion plan.
-        self.end("client gone");
+        self.end("client_gone");
     }
 }

@@ -34,7 +34,7 @@ use datafusion::common::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use sluice_auth::{Authenticator, Principal};
-use sluice_planner::{PlannedStatement, Query, QueryEngine, Route, RouteBranch};
+use sluice_planner::{IngestTarget, PlannedStatement, Query, QueryEngine, Route, RouteBranch};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span};
@@ -105,6 +105,37 @@ fn update_info(descriptor: FlightDescriptor, records: i64) -> Result<FlightInfo>
         .map_err(|e| Error::Encode(e.to_string()))?
         .with_descriptor(descriptor)
         .with_total_records(records))
+}
+
+/// Ingest appends to `streams`, which always exists: the ADBC modes `append` and
+/// `create_append` are accepted, the others refused with what to do instead.
+fn check_ingest_options(cmd: &CommandStatementIngest) -> Result<()> {
+    use arrow_flight::sql::TableExistsOption;
+    if cmd.temporary {
+        return Err(Error::Unsupported(
+            "ingest into a temporary table is not supported; ingest into streams".into(),
+        ));
+    }
+    if cmd.transaction_id.is_some() {
+        return Err(Error::Unsupported(
+            "transactions are not supported: ingest with autocommit".into(),
+        ));
+    }
+    let exists = cmd
+        .table_definition_options
+        .as_ref()
+        .map_or(TableExistsOption::Append, |o| o.if_exists());
+    match exists {
+        TableExistsOption::Append | TableExistsOption::Unspecified => Ok(()),
+        TableExistsOption::Fail => Err(Error::InvalidRequest(format!(
+            "table '{}' already exists; ingest with mode 'append'",
+            cmd.table
+        ))),
+        TableExistsOption::Replace => Err(Error::Unsupported(format!(
+            "ingest may not replace '{}'; ingest with mode 'append'",
+            cmd.table
+        ))),
+    }
 }
 
 /// Streams one metadata batch.
@@ -616,15 +647,37 @@ impl FlightSqlService for SluiceSqlService {
 
     async fn do_put_statement_ingest(
         &self,
-        _cmd: CommandStatementIngest,
+        cmd: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let _ = caller(&request)?;
-        Err(Error::Unsupported(
-            "ingest is not available in this version of Sluice; load data with `sluice generate`"
-                .into(),
-        )
-        .into())
+        let caller = caller(&request)?;
+        let target = IngestTarget {
+            catalog: cmd.catalog.clone(),
+            schema: cmd.schema.clone(),
+            table: cmd.table.clone(),
+        };
+        self.engine
+            .check_ingest(&caller.principal, &target)
+            .map_err(Error::from)?;
+        check_ingest_options(&cmd)?;
+        let span = info_span!("ingest", principal = %caller.principal.name(), table = %cmd.table);
+        async move {
+            let stream = request.into_inner().map_err(FlightError::from);
+            let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
+            let (mut rows, mut added) = (0u64, 0u64);
+            while let Some(batch) = batches
+                .try_next()
+                .await
+                .map_err(|e| Error::InvalidRequest(format!("reading events: {e}")))?
+            {
+                rows += batch.num_rows() as u64;
+                added += self.engine.ingest(&batch).await.map_err(Error::from)?;
+            }
+            info!(rows, added, "ingested");
+            Ok(added as i64)
+        }
+        .instrument(span)
+        .await
     }
 
     async fn do_action_begin_transaction(

@@ -1,5 +1,6 @@
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
@@ -12,13 +13,14 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionConfig;
-use sluice_auth::Principal;
+use sluice_auth::{Principal, Role};
 use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
 use sluice_connector_api::{Sources, Watermark};
 use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
+use crate::ingest::{EventIngest, IngestTarget};
 use crate::placeholders::number_question_marks;
 use crate::scope::ListenerScopeRule;
 use crate::settings::SessionSettings;
@@ -30,6 +32,7 @@ pub struct QueryEngine {
     /// The state every query starts from: catalog, functions, default options.
     base: SessionState,
     watermark: Arc<dyn Watermark>,
+    ingest: EventIngest,
 }
 
 /// One planned statement.
@@ -61,7 +64,7 @@ impl QueryEngine {
         public
             .register_table(
                 STREAMS.to_string(),
-                Arc::new(StreamsTable::new(sources.hot, sources.cold)),
+                Arc::new(StreamsTable::new(Arc::clone(&sources.hot), sources.cold)),
             )
             .map_err(internal)?;
         for (name, table) in sources.entities {
@@ -88,8 +91,32 @@ impl QueryEngine {
             .build();
         Ok(Self {
             base,
+            ingest: EventIngest {
+                hot: sources.hot,
+                watermark: Arc::clone(&sources.watermark),
+            },
             watermark: sources.watermark,
         })
+    }
+
+    /// Checks that `principal` may write events into `target`; call before reading the
+    /// data. Only admins ingest, and only into `streams`.
+    pub fn check_ingest(&self, principal: &Principal, target: &IngestTarget) -> Result<()> {
+        if principal.role() != Role::Admin {
+            return Err(Error::Forbidden(format!(
+                "{} is a {}; only admins ingest",
+                principal.name(),
+                principal.role()
+            )));
+        }
+        target.check()
+    }
+
+    /// Writes one batch of events (columns of `streams`, by name) into the hot store,
+    /// after [`Self::check_ingest`]. Returns how many were new; writing the same event
+    /// again is harmless, so a failed ingest can be retried whole.
+    pub async fn ingest(&self, batch: &RecordBatch) -> Result<u64> {
+        self.ingest.write(batch).await
     }
 
     /// Plans one SQL statement for `principal` with its session's `settings`. Reads `W` once;

@@ -18,6 +18,12 @@ pub enum Error {
     /// Parameters that do not fit the statement.
     #[error("parameters: {0}")]
     Parameters(String),
+    /// Events that cannot be ingested as given.
+    #[error("ingest: {0}")]
+    Ingest(String),
+    /// The principal may not do this.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// Whose fault an error is, which decides the gRPC code.
@@ -35,6 +41,8 @@ pub enum ErrorKind {
     Internal,
     /// The query was cancelled.
     Cancelled,
+    /// The principal's role does not allow the request.
+    PermissionDenied,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,7 +52,10 @@ impl Error {
         match self {
             Error::Plan(e) | Error::Execute(e) => classify(e),
             Error::ReadOnly { .. } => ErrorKind::Unsupported,
-            Error::Setting { .. } | Error::Parameters(_) => ErrorKind::InvalidRequest,
+            Error::Setting { .. } | Error::Parameters(_) | Error::Ingest(_) => {
+                ErrorKind::InvalidRequest
+            }
+            Error::Forbidden(_) => ErrorKind::PermissionDenied,
         }
     }
 }

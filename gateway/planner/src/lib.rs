@@ -7,14 +7,18 @@
 //! - `scope`: a listener's `user_id` filter on every user-keyed relation, first;
 //! - `streams`: `streams` as the union of the cold branch (`ts < W`) and the hot branch
 //!   (`ts >= W`) at one `W` per query, with branches the time filters rule out not read;
-//! - `information_schema`: the tables and columns with their descriptions.
+//! - `information_schema`: the tables and columns with their descriptions;
+//! - `source_reads`: what each source returned, counted when the plan runs;
+//! - `ingest`: an admin's new events, checked and written to the hot store.
 
 mod engine;
 mod error;
 mod information_schema;
+mod ingest;
 mod placeholders;
 mod scope;
 mod settings;
+mod source_reads;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -22,5 +26,6 @@ mod tests;
 pub use engine::{PlannedStatement, Query, QueryEngine};
 pub use error::{Error, ErrorKind, Result};
 pub use information_schema::{ListedTable, listed_tables, sql_type_name};
+pub use ingest::IngestTarget;
 pub use settings::SessionSettings;
 pub use streams::{Route, RouteBranch};

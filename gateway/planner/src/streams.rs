@@ -20,6 +20,8 @@ use datafusion::physical_plan::union::UnionExec;
 use sluice_catalog::TIME_ZONE;
 use sluice_connector_api::{EventFilter, EventSource, TimeRange};
 
+use crate::source_reads::SourceReadExec;
+
 /// Which branch of `streams` a read went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteBranch {
@@ -71,6 +73,7 @@ impl StreamsTable {
         &self,
         state: &dyn Session,
         source: &Arc<dyn EventSource>,
+        branch: RouteBranch,
         half: Expr,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
@@ -88,6 +91,11 @@ impl StreamsTable {
         let scan = table
             .scan(state, Some(&read), &branch_filters, None)
             .await?;
+        let label = match branch {
+            RouteBranch::Cold => "cold",
+            RouteBranch::Hot => "hot",
+        };
+        let scan = Arc::new(SourceReadExec::new(scan, source.name(), label));
         let read_schema = Arc::new(self.schema.project(&read)?);
         let df_schema = DFSchema::try_from(Arc::clone(&read_schema))?;
         let predicate = state.create_physical_expr(half, &df_schema)?;
@@ -170,7 +178,7 @@ impl TableProvider for StreamsTable {
                 continue;
             }
             inputs.push(
-                self.branch(state, source, half, projection, filters)
+                self.branch(state, source, branch, half, projection, filters)
                     .await?,
             );
             scope.routes.lock().expect("routes lock").push(Route {

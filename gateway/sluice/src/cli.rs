@@ -55,6 +55,10 @@ pub(crate) struct ServeArgs {
     /// dataset's end minus this). Default: 7.
     #[arg(long, env = "SLUICE_HOT_DAYS")]
     pub(crate) hot_days: Option<u32>,
+    /// Address of the HTTP endpoint for Prometheus `/metrics`, `/healthz` and `/readyz`
+    /// (`127.0.0.1:0` picks a free port). Default: none.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,8 @@ use sluice_auth::PrincipalConfig;
 pub(crate) struct FileConfig {
     /// Address to serve Flight SQL on.
     pub(crate) listen: Option<SocketAddr>,
+    /// Address of the metrics and health endpoint.
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// Dataset folder for the embedded sources.
     pub(crate) data: Option<PathBuf>,
     #[serde(default)]

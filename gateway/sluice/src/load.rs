@@ -49,7 +49,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         let trimmed = store.trim(keep_from).await?;
         println!(
             "loaded {read} events ({added} new) into {}, trimmed {trimmed}, W = {} ({:.1}s)",
-            store.config().url,
+            store.config().endpoint(),
             chrono::DateTime::from_timestamp_millis(w)
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),

@@ -72,7 +72,30 @@ fn demo_principals(dataset: &Dataset) -> Vec<PrincipalConfig> {
         role: Role::Analyst,
         user_id: None,
     });
+    principals.push(PrincipalConfig {
+        name: "admin".into(),
+        password: Some("admin".into()),
+        token: None,
+        role: Role::Admin,
+        user_id: None,
+    });
     principals
+}
+
+/// Accepted connections with Nagle's algorithm off: answers are small writes (schema, a
+/// batch, trailers), and waiting to coalesce them against the client's delayed ACKs costs
+/// tens of milliseconds per query.
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        if let Err(e) = conn.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        Ok(conn)
+    })
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
@@ -85,6 +108,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         None => DEFAULT_LISTEN.parse()?,
     };
     let hot_days = args.hot_days.or(file.embedded.hot_days).unwrap_or(7);
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let dataset = dataset(args.data.or(file.data))?;
     let demo_logins = file.principal.is_empty();
     let principals = if demo_logins {
@@ -112,7 +136,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
                     watermark: Arc::new(RedisWatermark::new(store.clone())),
                     entities: entity_tables(&dataset)?,
                 };
-                (sources, format!("Redis at {}", store.config().url))
+                (sources, format!("Redis at {}", store.config().endpoint()))
             }
             None => {
                 let embedded = EmbeddedSources::open(&dataset, &EmbeddedConfig { hot_days })?;
@@ -123,8 +147,21 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         let engine = Arc::new(QueryEngine::new(sources)?);
         let service = SluiceFlightService::new(engine, Arc::new(auth));
 
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("listening for Flight SQL on {listen}: {e}"))?;
         let local = listener.local_addr()?;
+        let metrics = match metrics_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
+                let local = l.local_addr()?;
+                tokio::spawn(sluice_metrics::serve(l));
+                Some(local)
+            }
+            None => None,
+        };
         let m = dataset.manifest();
         let w = chrono::DateTime::from_timestamp_millis(watermark)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -142,10 +179,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         if demo_logins {
             let users = dataset.user_ids();
             banner.push_str(&format!(
-                "Demo logins: listeners {} .. {} (password = user name), analyst/analyst\n",
+                "Demo logins: listeners {} .. {} (password = user name), analyst/analyst, admin/admin (ingest)\n",
                 users.first().map(String::as_str).unwrap_or("-"),
                 users.last().map(String::as_str).unwrap_or("-"),
             ));
+        }
+        if let Some(m) = metrics {
+            banner.push_str(&format!("Metrics: http://{m}/metrics\n"));
         }
         banner.push_str(&format!("Flight SQL: grpc://{local}\n"));
         let mut out = std::io::stdout().lock();
@@ -155,7 +195,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
 
         tonic::transport::Server::builder()
             .add_service(service.into_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown())
+            .serve_with_incoming_shutdown(incoming(listener), shutdown())
             .await?;
         info!("stopped");
         Ok::<(), BoxError>(())
