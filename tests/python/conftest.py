@@ -146,6 +146,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_port(port):
+    """Waits (up to 5 s) until something accepts connections on the loopback port."""
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
 def start_redis(folder):
     """Starts a private redis-server on a free loopback port, data in `folder`; yields
     (process, port) and stops exactly that process."""
@@ -158,12 +168,7 @@ def start_redis(folder):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port)
         yield proc, port
     finally:
         if proc.poll() is None:

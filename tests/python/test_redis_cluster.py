@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import END, connect, sluice_bin, start_server
+from conftest import END, connect, sluice_bin, start_server, wait_port
 from helpers import duck_rows, sluice_rows
 
 ME = "u0003"
@@ -55,12 +55,7 @@ def cluster(tmp_path_factory):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             ports.append(port)
         for port in ports:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_port(port)
         created = subprocess.run(["redis-cli", "--cluster", "create",
                                   *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas",
                                   "0", "--cluster-yes"], capture_output=True, text=True,
