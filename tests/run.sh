@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs, then runs format and lint
 # checks, the Rust unit and end-to-end tests, and the Python ADBC client tests. Tests that need
-# Redis start their own redis-server on a free loopback port and stop it by process id.
+# Redis or ClickHouse start their own redis-server / clickhouse-server (Debian's packages,
+# installed here if missing) on free loopback ports with their data in a temporary folder,
+# and stop them by process id.
 #
 #   ./tests/run.sh
 #
@@ -16,12 +18,18 @@ VENV="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
 step() { printf '\n== %s\n' "$*"; }
 
 step "Servers the tests start privately"
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v clickhouse-server >/dev/null 2>&1 || missing+=(clickhouse-server clickhouse-client)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # The packages' own services are not started here (and never touched): tests run
+  # private instances on free ports.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis-server --version
+clickhouse-client --version
 
 step "Python client environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -69,7 +70,7 @@ class Server:
 
 def start_server(dataset_dir, *extra):
     """Starts `sluice serve` on a free port; yields it and stops exactly that process."""
-    log = open(dataset_dir.parent / f"sluice-{len(extra)}.log", "w")
+    log = open(tempfile.mkstemp(prefix="sluice-", suffix=".log", dir=dataset_dir.parent)[1], "w")
     proc = subprocess.Popen(
         [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0", *extra],
@@ -174,3 +175,58 @@ def start_redis(folder):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
+
+
+sys.path.insert(0, str(REPO / "tests" / "servers"))
+from clickhouse import ClickHouse  # noqa: E402  (the private-server helper, shared with bench/)
+
+CLICKHOUSE_DB = "sluice_test"
+
+
+def start_clickhouse(folder):
+    """Starts a private clickhouse-server (Debian's package) on free loopback ports with its
+    data in `folder`; yields it and stops exactly that process."""
+    assert shutil.which("clickhouse-server"), \
+        "clickhouse-server is not installed (tests/run.sh installs it)"
+    server = ClickHouse(folder).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(tmp_path_factory):
+    yield from start_clickhouse(tmp_path_factory.mktemp("clickhouse"))
+
+
+def write_clickhouse_config(folder, url, *, timeout_ms=10000, extra=""):
+    path = folder / "sluice.toml"
+    path.write_text(
+        f'[clickhouse]\nurl = "{url}"\ndatabase = "{CLICKHOUSE_DB}"\n'
+        f"query_timeout_ms = {timeout_ms}\nconnect_timeout_ms = 2000\n{extra}"
+    )
+    return path
+
+
+def sluice(*args, check=True):
+    out = subprocess.run([sluice_bin(), *map(str, args)], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"sluice {' '.join(map(str, args))} failed:\n{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def clickhouse_config(clickhouse, dataset_dir, tmp_path_factory):
+    """ClickHouse initialised (twice: it is idempotent) and loaded with the dataset."""
+    path = write_clickhouse_config(tmp_path_factory.mktemp("ch-config"), clickhouse.url)
+    for _ in range(2):
+        sluice("clickhouse", "init", "--config", path)
+    sluice("load", "--config", path, "--from", dataset_dir)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(clickhouse_config, dataset_dir):
+    """`sluice serve` with ClickHouse as the cold store (the hot store in memory)."""
+    yield from start_server(dataset_dir, "--config", str(clickhouse_config))

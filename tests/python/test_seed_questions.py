@@ -1,16 +1,36 @@
 """The seed questions, asked by a listener through the real ADBC driver, answered the same
 as DuckDB computes them from the generated Parquet files (with the listener's filter written
-out: Sluice adds it itself)."""
+out: Sluice adds it itself). Every question runs against the embedded default and against
+Sluice with ClickHouse (a private server, loaded by `sluice load`) as the cold store."""
 
 import datetime as dt
 
 import pytest
 
-from conftest import END
+from conftest import END, connect
 from helpers import duck_rows, sluice_rows
 
 ME = "u0002"
 YEAR = END.year - 5
+
+
+@pytest.fixture(scope="module", params=["embedded", "clickhouse"])
+def gateway(request):
+    return request.getfixturevalue("server" if request.param == "embedded" else "clickhouse_server")
+
+
+@pytest.fixture
+def listener(gateway):
+    conn = connect(gateway, ME)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def analyst(gateway):
+    conn = connect(gateway, "analyst")
+    yield conn
+    conn.close()
 
 
 def test_top_artist_in_a_year(listener, duck):

@@ -21,6 +21,12 @@ pub trait EventSource: Debug + Send + Sync {
     /// Adds events (a batch with the `streams` schema, no nulls) and returns how many were
     /// new: an event already held (same listener, time and track) is stored once, so a
     /// retried write is harmless. Sources that take no writes say so.
+    /// Columns of `streams` that this source's table names differently, as
+    /// `(logical, source)` pairs: ClickHouse keeps `ts` as `timestamp_ms`.
+    fn renamed_columns(&self) -> &[(&'static str, &'static str)] {
+        &[]
+    }
+
     async fn append(&self, batch: &RecordBatch) -> Result<u64> {
         let _ = batch;
         not_impl_err!("the {} source does not accept writes", self.name())
@@ -54,6 +60,11 @@ pub struct Sources {
     pub hot: Arc<dyn EventSource>,
     pub cold: Arc<dyn EventSource>,
     pub watermark: Arc<dyn Watermark>,
-    /// `tracks`, `artists`, `albums`.
+    /// `tracks`, `artists`, `albums`, served by the gateway.
     pub entities: Vec<(String, Arc<dyn TableProvider>)>,
+    /// Copies of entity tables kept in the cold store's engine, by the same names: the
+    /// planner joins there when the other side of the join lives there and is large.
+    pub remote_entities: Vec<(String, Arc<dyn TableProvider>)>,
+    /// Rollups of `streams` queryable by name (user-keyed: listeners see their own rows).
+    pub rollups: Vec<(String, Arc<dyn TableProvider>)>,
 }

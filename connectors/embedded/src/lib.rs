@@ -16,5 +16,6 @@ pub use cold::ParquetColdStore;
 pub use error::{Error, Result};
 pub use hot::MemoryHotStore;
 pub use open::{
-    EmbeddedConfig, EmbeddedSources, default_watermark_ms, entity_tables, events_since,
+    EmbeddedConfig, EmbeddedSources, default_watermark_ms, entity_batches, entity_tables,
+    events_since,
 };

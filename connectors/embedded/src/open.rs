@@ -59,6 +59,8 @@ impl EmbeddedSources {
                 cold: Arc::new(cold),
                 watermark: Arc::new(FixedWatermark(watermark_ms)),
                 entities,
+                remote_entities: vec![],
+                rollups: vec![],
             },
             hot,
         })
@@ -79,7 +81,7 @@ pub fn default_watermark_ms(dataset: &Dataset, hot_days: u32) -> i64 {
 pub fn entity_tables(dataset: &Dataset) -> Result<Vec<(String, Arc<dyn TableProvider>)>> {
     let mut entities: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
     for name in [TRACKS, ARTISTS, ALBUMS] {
-        let batches = read_parquet(&dataset.entity_file(name))?;
+        let batches = entity_batches(dataset, name)?;
         let schema = sluice_catalog::table(name).expect("declared").schema();
         entities.push((
             name.to_string(),
@@ -87,6 +89,11 @@ pub fn entity_tables(dataset: &Dataset) -> Result<Vec<(String, Arc<dyn TableProv
         ));
     }
     Ok(entities)
+}
+
+/// The rows of one entity table of a dataset (`tracks`, `artists`, `albums`).
+pub fn entity_batches(dataset: &Dataset, name: &str) -> Result<Vec<RecordBatch>> {
+    read_parquet(&dataset.entity_file(name))
 }
 
 /// Every event of a dataset with `ts >= from_ms`, batch by batch, from the files of the

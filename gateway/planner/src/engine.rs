@@ -19,12 +19,13 @@ use sluice_connector_api::{Sources, Watermark};
 use tracing::debug;
 
 use crate::error::{Error, Result};
+use crate::federation::{CatalogTable, SluiceQueryPlanner};
 use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
 use crate::ingest::{EventIngest, IngestTarget};
 use crate::placeholders::number_question_marks;
 use crate::scope::ListenerScopeRule;
 use crate::settings::SessionSettings;
-use crate::streams::{QueryScope, Route, StreamsTable};
+use crate::streams::{QueryScope, Route, StreamsSplitRule, StreamsTable};
 
 /// Plans SQL against the sources. One per process, shared by every session.
 #[derive(Debug)]
@@ -67,7 +68,17 @@ impl QueryEngine {
                 Arc::new(StreamsTable::new(Arc::clone(&sources.hot), sources.cold)),
             )
             .map_err(internal)?;
+        let mut remote_entities = sources.remote_entities;
         for (name, table) in sources.entities {
+            let remote = remote_entities
+                .iter()
+                .position(|(n, _)| *n == name)
+                .map(|i| remote_entities.swap_remove(i).1);
+            public
+                .register_table(name, Arc::new(CatalogTable::new(table, remote)))
+                .map_err(internal)?;
+        }
+        for (name, table) in sources.rollups {
             public.register_table(name, table).map_err(internal)?;
         }
         let catalog = MemoryCatalogProvider::new();
@@ -88,6 +99,7 @@ impl QueryEngine {
             .with_config(config)
             .with_default_features()
             .with_catalog_list(Arc::new(catalogs) as Arc<dyn CatalogProviderList>)
+            .with_query_planner(Arc::new(SluiceQueryPlanner))
             .build();
         Ok(Self {
             base,
@@ -174,6 +186,10 @@ impl QueryEngine {
             routes: Mutex::new(Vec::new()),
         });
         state.config_mut().set_extension(Arc::clone(&scope));
+        // Split `streams` at this query's W, after DataFusion pushed the filters into it.
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_optimizer_rule(Arc::new(StreamsSplitRule::new(Arc::clone(&scope))))
+            .build();
         Ok(PlannedStatement::Query(Box::new(Query {
             state,
             plan,

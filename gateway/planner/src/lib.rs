@@ -7,12 +7,15 @@
 //! - `scope`: a listener's `user_id` filter on every user-keyed relation, first;
 //! - `streams`: `streams` as the union of the cold branch (`ts < W`) and the hot branch
 //!   (`ts >= W`) at one `W` per query, with branches the time filters rule out not read;
+//! - `federation`: catalog joins placed where they are cheapest, then the parts of the plan a
+//!   remote engine (ClickHouse) can run handed to it as SQL (datafusion-federation);
 //! - `information_schema`: the tables and columns with their descriptions;
 //! - `source_reads`: what each source returned, counted when the plan runs;
 //! - `ingest`: an admin's new events, checked and written to the hot store.
 
 mod engine;
 mod error;
+mod federation;
 mod information_schema;
 mod ingest;
 mod placeholders;

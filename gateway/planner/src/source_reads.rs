@@ -5,6 +5,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -91,5 +97,56 @@ impl ExecutionPlan for SourceReadExec {
             batch
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
+    }
+}
+
+/// A source's table whose scans are counted as reads of that source and branch.
+#[derive(Debug)]
+pub(crate) struct CountedTable {
+    inner: Arc<dyn TableProvider>,
+    source: String,
+    branch: &'static str,
+}
+
+impl CountedTable {
+    pub(crate) fn new(inner: Arc<dyn TableProvider>, source: &str, branch: &'static str) -> Self {
+        Self {
+            inner,
+            source: source.to_string(),
+            branch,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for CountedTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let scan = self.inner.scan(state, projection, filters, limit).await?;
+        Ok(Arc::new(SourceReadExec::new(
+            scan,
+            &self.source,
+            self.branch,
+        )))
     }
 }

@@ -2,25 +2,32 @@
 //! `cold(ts < W) UNION ALL hot(ts >= W)`. Half-open on both sides, so an event at exactly
 //! `W` is read once, from the hot branch. A branch whose half cannot meet the query's own
 //! time filters is not read at all.
+//!
+//! The split is a logical rewrite ([`StreamsSplitRule`]), made after DataFusion has pushed
+//! the query's filters into the scan of `streams`: each branch becomes a scan of its source
+//! with those filters and its half of the range, so the federation step that follows can
+//! hand a cold branch in ClickHouse, with everything above it that ClickHouse can run, to
+//! ClickHouse as one statement.
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result, ScalarValue, internal_err};
-use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, Result, ScalarValue, TableReference, internal_err};
+use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{
+    EmptyRelation, Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableScan,
+    col, lit,
+};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::limit::GlobalLimitExec;
-use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::union::UnionExec;
 use sluice_catalog::TIME_ZONE;
 use sluice_connector_api::{EventFilter, EventSource, TimeRange};
 
-use crate::source_reads::SourceReadExec;
+use crate::source_reads::CountedTable;
 
 /// Which branch of `streams` a read went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +36,15 @@ pub enum RouteBranch {
     Cold,
     /// Events at or after `W`.
     Hot,
+}
+
+impl RouteBranch {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RouteBranch::Cold => "cold",
+            RouteBranch::Hot => "hot",
+        }
+    }
 }
 
 /// One read of a `streams` branch, recorded while planning.
@@ -50,11 +66,12 @@ pub(crate) struct QueryScope {
     pub(crate) routes: Mutex<Vec<Route>>,
 }
 
-/// The `streams` table: both branches behind one name.
+/// The `streams` table as the SQL planner sees it: both branches behind one name. It is
+/// never scanned: [`StreamsSplitRule`] replaces its scans with the branches.
 #[derive(Debug)]
 pub(crate) struct StreamsTable {
-    hot: Arc<dyn EventSource>,
-    cold: Arc<dyn EventSource>,
+    pub(crate) hot: Arc<dyn EventSource>,
+    pub(crate) cold: Arc<dyn EventSource>,
     schema: SchemaRef,
 }
 
@@ -66,63 +83,6 @@ impl StreamsTable {
             schema: sluice_catalog::streams_schema(),
         }
     }
-
-    /// Plans one branch: the source's scan of `filters` plus the branch's half of the range,
-    /// the half applied exactly here (sources may only prune with it), then the projection.
-    async fn branch(
-        &self,
-        state: &dyn Session,
-        source: &Arc<dyn EventSource>,
-        branch: RouteBranch,
-        half: Expr,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let ts_index = self.schema.index_of("ts")?;
-        // Read the requested columns plus `ts`, which the branch filter needs.
-        let read: Vec<usize> = match projection {
-            Some(p) if !p.contains(&ts_index) => p.iter().copied().chain([ts_index]).collect(),
-            Some(p) => p.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
-        let mut branch_filters = filters.to_vec();
-        branch_filters.push(half.clone());
-        let table = source.table();
-        let scan = table
-            .scan(state, Some(&read), &branch_filters, None)
-            .await?;
-        let label = match branch {
-            RouteBranch::Cold => "cold",
-            RouteBranch::Hot => "hot",
-        };
-        let scan = Arc::new(SourceReadExec::new(scan, source.name(), label));
-        let read_schema = Arc::new(self.schema.project(&read)?);
-        let df_schema = DFSchema::try_from(Arc::clone(&read_schema))?;
-        let predicate = state.create_physical_expr(half, &df_schema)?;
-        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, scan)?);
-        let wanted = projection
-            .cloned()
-            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        if wanted.len() == read.len() {
-            return Ok(filtered);
-        }
-        let exprs = wanted
-            .iter()
-            .map(|&c| {
-                let name = self.schema.field(c).name().clone();
-                let e = datafusion::physical_expr::expressions::col(&name, &read_schema)?;
-                Ok((e, name))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
-    }
-}
-
-fn ts_literal(ms: i64) -> Expr {
-    lit(ScalarValue::TimestampMillisecond(
-        Some(ms),
-        Some(TIME_ZONE.into()),
-    ))
 }
 
 #[async_trait]
@@ -139,37 +99,57 @@ impl TableProvider for StreamsTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Sources prune with the filters; DataFusion re-applies them exactly.
+        // The branches take the filters; DataFusion re-applies them exactly.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(
         &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(scope) = state.config().get_extension::<QueryScope>() else {
-            return internal_err!("streams scanned outside a Sluice query (no watermark)");
-        };
-        let w = scope.watermark_ms;
-        let wanted = EventFilter::from_filters(filters);
+        internal_err!("streams is split into its branches before it is read")
+    }
+}
+
+fn ts_literal(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(ms),
+        Some(TIME_ZONE.into()),
+    ))
+}
+
+/// Replaces every scan of `streams` with the union of its branches at this query's `W`.
+#[derive(Debug)]
+pub(crate) struct StreamsSplitRule {
+    scope: Arc<QueryScope>,
+}
+
+impl StreamsSplitRule {
+    pub(crate) fn new(scope: Arc<QueryScope>) -> Self {
+        Self { scope }
+    }
+
+    fn split(&self, scan: &TableScan, streams: &StreamsTable) -> Result<LogicalPlan> {
+        let w = self.scope.watermark_ms;
+        let wanted = EventFilter::from_filters(&scan.filters);
         let users = wanted
             .users
             .as_ref()
             .map(|u| u.iter().cloned().collect::<Vec<_>>());
-        let mut inputs = Vec::with_capacity(2);
+        let mut branches = Vec::with_capacity(2);
         for (branch, source, range, half) in [
             (
                 RouteBranch::Cold,
-                &self.cold,
+                &streams.cold,
                 wanted.time.before(w),
                 col("ts").lt(ts_literal(w)),
             ),
             (
                 RouteBranch::Hot,
-                &self.hot,
+                &streams.hot,
                 wanted.time.at_or_after(w),
                 col("ts").gt_eq(ts_literal(w)),
             ),
@@ -177,28 +157,146 @@ impl TableProvider for StreamsTable {
             if range.is_empty() || wanted.is_empty() {
                 continue;
             }
-            inputs.push(
-                self.branch(state, source, branch, half, projection, filters)
-                    .await?,
-            );
-            scope.routes.lock().expect("routes lock").push(Route {
+            branches.push(branch_plan(scan, source, branch, half)?);
+            self.scope.routes.lock().expect("routes lock").push(Route {
                 branch,
                 source: source.name().to_string(),
                 time: range,
                 users: users.clone(),
             });
         }
-        let projected = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => Arc::clone(&self.schema),
+        let plan = match branches.len() {
+            0 => LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::clone(&scan.projected_schema),
+            }),
+            1 => branches.pop().expect("one branch"),
+            _ => {
+                let mut branches = branches.into_iter();
+                let first = branches.next().expect("two branches");
+                let union = branches
+                    .try_fold(LogicalPlanBuilder::from(first), |b, p| b.union(p))?
+                    .build()?;
+                requalify(union, &scan.table_name, &scan.projected_schema)?
+            }
         };
-        let plan: Arc<dyn ExecutionPlan> = match inputs.len() {
-            0 => Arc::new(EmptyExec::new(projected)),
-            _ => UnionExec::try_new(inputs)?,
-        };
-        Ok(match limit {
-            Some(n) => Arc::new(GlobalLimitExec::new(plan, 0, Some(n))),
-            None => plan,
+        match scan.fetch {
+            Some(n) => LogicalPlanBuilder::from(plan).limit(0, Some(n))?.build(),
+            None => Ok(plan),
+        }
+    }
+}
+
+/// Names the columns of `plan` as the scan of `streams` did (`table.column`).
+fn requalify(
+    plan: LogicalPlan,
+    table: &TableReference,
+    schema: &datafusion::common::DFSchemaRef,
+) -> Result<LogicalPlan> {
+    let exprs = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| Expr::Column(c).alias_qualified(Some(table.clone()), f.name()))
+        .collect::<Vec<_>>();
+    LogicalPlanBuilder::from(plan).project(exprs)?.build()
+}
+
+/// One branch: the source's table, filtered by the query's filters and the branch's half
+/// of the range (written in the source's column names), projected to the columns the scan
+/// of `streams` wanted, named as it named them.
+fn branch_plan(
+    scan: &TableScan,
+    source: &Arc<dyn EventSource>,
+    branch: RouteBranch,
+    half: Expr,
+) -> Result<LogicalPlan> {
+    let table = source.table();
+    let federated =
+        datafusion_federation::get_table_source(&provider_as_source(Arc::clone(&table)))?.is_some();
+    // Sources the gateway reads itself are counted as they are read; federated ones where
+    // the federated plan runs.
+    let table: Arc<dyn TableProvider> = if federated {
+        table
+    } else {
+        Arc::new(CountedTable::new(table, source.name(), branch.label()))
+    };
+    let renamed = source.renamed_columns();
+    let source_name = |logical: &str| -> String {
+        renamed
+            .iter()
+            .find(|(l, _)| *l == logical)
+            .map_or(logical, |(_, s)| *s)
+            .to_string()
+    };
+    let name = TableReference::bare(format!("{}_{}", branch.label(), source.name()));
+    let scan_name = if federated {
+        // The remote table's own name, so the SQL reads well; rewritten to it anyway.
+        TableReference::bare(crate::federation::remote_name(&table).unwrap_or(name.to_string()))
+    } else {
+        name
+    };
+    let to_source = |e: Expr| -> Result<Expr> {
+        e.transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new(
+                Some(scan_name.clone()),
+                source_name(&c.name),
+            )))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+    };
+    let filters = scan
+        .filters
+        .iter()
+        .cloned()
+        .chain([half])
+        .map(to_source)
+        .collect::<Result<Vec<_>>>()?;
+    let mut builder = LogicalPlanBuilder::scan(scan_name.clone(), provider_as_source(table), None)?;
+    if let Some(predicate) = conjunction(filters) {
+        builder = builder.filter(predicate)?;
+    }
+    let exprs = scan
+        .projected_schema
+        .fields()
+        .iter()
+        .map(|f| {
+            Expr::Column(Column::new(Some(scan_name.clone()), source_name(f.name())))
+                .alias_qualified(Some(scan.table_name.clone()), f.name())
+        })
+        .collect::<Vec<_>>();
+    builder.project(exprs)?.build()
+}
+
+impl OptimizerRule for StreamsSplitRule {
+    fn name(&self) -> &str {
+        "sluice_streams_split"
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let Ok(provider) = source_as_provider(&scan.source) else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(streams) =
+                (provider.as_ref() as &dyn std::any::Any).downcast_ref::<StreamsTable>()
+            else {
+                return Ok(Transformed::no(node));
+            };
+            Ok(Transformed::yes(self.split(scan, streams)?))
         })
     }
 }

@@ -56,6 +56,8 @@ fn engine() -> QueryEngine {
         cold: Arc::new(cold),
         watermark: Arc::new(FixedWatermark(W)),
         entities: vec![],
+        remote_entities: vec![],
+        rollups: vec![],
     })
     .unwrap()
 }

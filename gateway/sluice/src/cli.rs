@@ -19,17 +19,34 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Generate a deterministic demo dataset (Parquet) into a folder.
     Generate(GenerateArgs),
-    /// Load a generated dataset's recent events into the configured hot store (Redis) and
-    /// publish the watermark W.
+    /// Load a generated dataset per the hot/cold contract: events before W (and the catalog)
+    /// into ClickHouse, then W, then the recent events into Redis; whichever are configured.
     Load(LoadArgs),
+    /// Manage the ClickHouse cold store.
+    #[command(subcommand)]
+    Clickhouse(ClickhouseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClickhouseCommand {
+    /// Create Sluice's database, tables, rollups (materialized views) and catalog tables in
+    /// the configured ClickHouse, if missing. Safe to run again.
+    Init(ClickhouseInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClickhouseInitArgs {
+    /// Configuration file with a `[clickhouse]` section.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub(crate) config: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
-    /// Configuration file with a `[redis]` section.
+    /// Configuration file with a `[clickhouse]` and/or `[redis]` section.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub(crate) config: PathBuf,
-    /// Dataset folder written by `sluice generate`. The cold store serves it as it is.
+    /// Dataset folder written by `sluice generate`.
     #[arg(long)]
     pub(crate) from: PathBuf,
     /// Days of the dataset that the hot store serves: W is midnight UTC of the dataset's

@@ -21,6 +21,9 @@ pub(crate) struct FileConfig {
     /// The hot store in Redis. Without it, an in-memory hot store serves the dataset's
     /// last days.
     pub(crate) redis: Option<sluice_connector_redis::RedisConfig>,
+    /// The cold store in ClickHouse. Without it, the dataset's Parquet files serve as the
+    /// cold store.
+    pub(crate) clickhouse: Option<sluice_connector_clickhouse::ClickHouseConfig>,
     #[serde(default)]
     pub(crate) auth: AuthSection,
     /// Who may log in. Empty: demo logins (every listener with its user id as password,
@@ -84,6 +87,9 @@ mod tests {
             listen = "127.0.0.1:32010"
             [redis]
             url = "redis://127.0.0.1:6390/"
+            [clickhouse]
+            url = "http://127.0.0.1:8123"
+            query_timeout_ms = 5000
             [[principal]]
             name = "u0001"
             password = "secret"
@@ -101,6 +107,9 @@ mod tests {
         assert_eq!(redis.key_prefix, "sluice:");
         assert_eq!(redis.grace_secs, 2 * 24 * 3600);
         assert_eq!(config.auth.session_ttl_secs, 12 * 3600);
+        let clickhouse = config.clickhouse.unwrap();
+        assert_eq!(clickhouse.database, "sluice");
+        assert_eq!(clickhouse.query_timeout_ms, 5000);
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
     }
 }

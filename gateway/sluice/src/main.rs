@@ -1,7 +1,8 @@
 //! `sluice`: the binary that wires the stages together: configuration and CLI, the sources
-//! (embedded today), the planner, authentication and the Flight SQL server.
+//! (embedded, ClickHouse, Redis), the planner, authentication and the Flight SQL server.
 
 mod cli;
+mod clickhouse;
 mod config;
 mod generate;
 mod load;
@@ -25,6 +26,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Generate(args) => generate::run(args),
         cli::Command::Load(args) => load::run(args),
+        cli::Command::Clickhouse(cli::ClickhouseCommand::Init(args)) => clickhouse::init(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

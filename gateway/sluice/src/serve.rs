@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use sluice_auth::{Authenticator, PrincipalConfig, Role};
 use sluice_catalog::{Dataset, GenerateConfig};
-use sluice_connector_api::Sources;
-use sluice_connector_embedded::{EmbeddedConfig, EmbeddedSources, ParquetColdStore, entity_tables};
-use sluice_connector_redis::{RedisHotStore, RedisWatermark};
+use sluice_connector_api::{EventSource, Sources, Watermark};
+use sluice_connector_clickhouse::{ClickHouseColdStore, ClickHouseConfig, ClickHouseWatermark};
+use sluice_connector_embedded::{
+    EmbeddedConfig, EmbeddedSources, MemoryHotStore, ParquetColdStore, entity_tables, events_since,
+};
+use sluice_connector_redis::{RedisConfig, RedisHotStore, RedisWatermark};
 use sluice_flight::SluiceFlightService;
 use sluice_planner::QueryEngine;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -122,27 +125,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     }
 
     let redis = file.redis;
+    let clickhouse = file.clickhouse;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (sources, hot_name) = match redis {
-            Some(redis) => {
-                // Cold: the dataset's Parquet files; hot: Redis, loaded by `sluice load`.
-                let store = RedisHotStore::connect(redis).await?;
-                let sources = Sources {
-                    hot: Arc::new(store.clone()),
-                    cold: Arc::new(ParquetColdStore::open(&dataset)?),
-                    watermark: Arc::new(RedisWatermark::new(store.clone())),
-                    entities: entity_tables(&dataset)?,
-                };
-                (sources, format!("Redis at {}", store.config().endpoint()))
-            }
-            None => {
-                let embedded = EmbeddedSources::open(&dataset, &EmbeddedConfig { hot_days })?;
-                (embedded.sources, "memory".to_string())
-            }
-        };
+        let (sources, hot_name) = open_sources(&dataset, redis, clickhouse, hot_days).await?;
         let watermark = sources.watermark.current_ms().await.unwrap_or(i64::MIN);
         let engine = Arc::new(QueryEngine::new(sources)?);
         let service = SluiceFlightService::new(engine, Arc::new(auth));
@@ -200,6 +188,78 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         info!("stopped");
         Ok::<(), BoxError>(())
     })
+}
+
+/// The sources to serve: the cold store (ClickHouse, else the dataset's Parquet files), the
+/// hot store (Redis, else the dataset's last days in memory), `W` (from the hot store when it
+/// is Redis, else as ClickHouse recorded it, else fixed by the dataset) and the catalog.
+async fn open_sources(
+    dataset: &Dataset,
+    redis: Option<RedisConfig>,
+    clickhouse: Option<ClickHouseConfig>,
+    hot_days: u32,
+) -> Result<(Sources, String), BoxError> {
+    let Some(clickhouse) = clickhouse else {
+        return Ok(match redis {
+            Some(redis) => {
+                // Cold: the dataset's Parquet files; hot: Redis, loaded by `sluice load`.
+                let store = RedisHotStore::connect(redis).await?;
+                let sources = Sources {
+                    hot: Arc::new(store.clone()),
+                    cold: Arc::new(ParquetColdStore::open(dataset)?),
+                    watermark: Arc::new(RedisWatermark::new(store.clone())),
+                    entities: entity_tables(dataset)?,
+                    remote_entities: vec![],
+                    rollups: vec![],
+                };
+                (sources, format!("Redis at {}", store.config().endpoint()))
+            }
+            None => {
+                let embedded = EmbeddedSources::open(dataset, &EmbeddedConfig { hot_days })?;
+                (embedded.sources, "memory".to_string())
+            }
+        });
+    };
+    let cold = ClickHouseColdStore::connect(clickhouse).await?;
+    let (hot, watermark, hot_name): (Arc<dyn EventSource>, Arc<dyn Watermark>, String) = match redis
+    {
+        Some(redis) => {
+            let store = RedisHotStore::connect(redis).await?;
+            let name = format!("Redis at {}", store.config().endpoint());
+            (
+                Arc::new(store.clone()),
+                Arc::new(RedisWatermark::new(store)),
+                name,
+            )
+        }
+        None => {
+            // The dataset's events from ClickHouse's W on, in memory.
+            let watermark = ClickHouseWatermark::new(cold.clone());
+            let w = watermark.current_ms().await?;
+            let hot = MemoryHotStore::new();
+            events_since(dataset, w, |batch| {
+                hot.append(&batch)?;
+                Ok(())
+            })?;
+            (Arc::new(hot), Arc::new(watermark), "memory".to_string())
+        }
+    };
+    let sources = Sources {
+        hot,
+        cold: Arc::new(cold.clone()),
+        watermark,
+        entities: entity_tables(dataset)?,
+        remote_entities: cold.entity_tables(),
+        rollups: cold.rollup_tables(),
+    };
+    Ok((
+        sources,
+        format!(
+            "{hot_name}, cold store ClickHouse {} at {}",
+            cold.client().version(),
+            cold.client().endpoint()
+        ),
+    ))
 }
 
 async fn shutdown() {

@@ -1,0 +1,327 @@
+//! The transport: the `clickhouse` crate over HTTP. Results come back in `Native` format
+//! (columnar, on every server version) and are decoded block by block as they arrive. A
+//! result stream that is dropped before its end (the client cancelled or went away) kills
+//! its query on the server, so ClickHouse stops working for nobody.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clickhouse::native::Block;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use tracing::{debug, warn};
+
+use crate::arrow::BlockDecoder;
+use crate::config::ClickHouseConfig;
+use crate::error::{Error, Result};
+
+static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A server version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.');
+        Some(Self {
+            major: parts.next()?.parse().ok()?,
+            minor: parts.next()?.parse().ok()?,
+        })
+    }
+
+    /// Servers before 19.x run one JOIN per SELECT; deeper joins are nested as subqueries.
+    pub fn single_join_per_select(&self) -> bool {
+        self.major < 19
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// A connection to one ClickHouse database. Cheap to clone.
+#[derive(Clone)]
+pub struct ClickHouseClient {
+    config: Arc<ClickHouseConfig>,
+    endpoint: Arc<str>,
+    client: clickhouse::Client,
+    version: ServerVersion,
+}
+
+impl std::fmt::Debug for ClickHouseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseClient")
+            .field("endpoint", &self.endpoint)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl ClickHouseClient {
+    /// Connects and reads the server version (within the connect timeout). The database
+    /// need not exist yet (`sluice clickhouse init` creates it).
+    pub async fn connect(config: ClickHouseConfig) -> Result<Self> {
+        let endpoint: Arc<str> = config.endpoint().into();
+        let mut client = clickhouse::Client::default()
+            .with_url(config.url.trim_end_matches('/'))
+            .with_user(&config.user)
+            // The crate's row-type checks need formats 18.16 lacks; Sluice checks types itself.
+            .with_validation(false);
+        if let Some(p) = &config.password {
+            client = client.with_password(p);
+        }
+        client = client.with_compression(if config.compression {
+            clickhouse::Compression::Lz4
+        } else {
+            clickhouse::Compression::None
+        });
+        let mut this = Self {
+            config: Arc::new(config),
+            endpoint,
+            client,
+            version: ServerVersion { major: 0, minor: 0 },
+        };
+        let text = this
+            .text_with_timeout(
+                "SELECT version()",
+                "version check",
+                this.config.connect_timeout(),
+            )
+            .await?;
+        this.version = ServerVersion::parse(&text).ok_or_else(|| Error::Unexpected {
+            endpoint: this.endpoint.to_string(),
+            message: format!("unreadable server version {text:?}"),
+        })?;
+        debug!(endpoint = %this.endpoint, version = %this.version, "connected to ClickHouse");
+        Ok(this)
+    }
+
+    pub fn config(&self) -> &ClickHouseConfig {
+        &self.config
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn version(&self) -> ServerVersion {
+        self.version
+    }
+
+    fn request_err(&self, op: &'static str) -> impl Fn(clickhouse::error::Error) -> Error + '_ {
+        move |source| Error::Request {
+            endpoint: self.endpoint.to_string(),
+            op,
+            source,
+        }
+    }
+
+    fn timeout_err(&self, op: &'static str, timeout: Duration) -> Error {
+        Error::Timeout {
+            endpoint: self.endpoint.to_string(),
+            op,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The client for reads of Sluice's tables: the database, the server-side time limit,
+    /// and standard SQL semantics for outer joins (18.16 fills unmatched rows with defaults
+    /// unless `join_use_nulls` is on).
+    fn reader(&self) -> clickhouse::Client {
+        let secs = self.config.query_timeout().as_secs_f64().ceil().max(1.0);
+        self.client
+            .clone()
+            .with_database(&self.config.database)
+            .with_setting("max_execution_time", format!("{secs}"))
+            .with_setting("join_use_nulls", "1")
+            // Lets WHERE reach the primary key through the rollup views.
+            .with_setting("enable_optimize_predicate_expression", "1")
+    }
+
+    /// Runs a statement that returns nothing (DDL), in the configured database unless
+    /// `in_database` is false.
+    pub async fn execute(&self, sql: &str, in_database: bool) -> Result<()> {
+        let client = if in_database {
+            self.client.clone().with_database(&self.config.database)
+        } else {
+            self.client.clone()
+        };
+        let timeout = self.config.query_timeout();
+        match tokio::time::timeout(timeout, client.query(sql).execute()).await {
+            Ok(r) => r.map_err(self.request_err("statement")),
+            Err(_) => Err(self.timeout_err("statement", timeout)),
+        }
+    }
+
+    /// A small result as tab-separated text (version, watermark, counts).
+    pub async fn text(&self, sql: &str, op: &'static str) -> Result<String> {
+        self.text_with_timeout(sql, op, self.config.query_timeout())
+            .await
+    }
+
+    async fn text_with_timeout(
+        &self,
+        sql: &str,
+        op: &'static str,
+        timeout: Duration,
+    ) -> Result<String> {
+        let client = if self.version.major == 0 {
+            self.client.clone()
+        } else {
+            self.reader()
+        };
+        let fetch = async {
+            let mut cursor = client
+                .query(sql)
+                .fetch_bytes("TabSeparated")
+                .map_err(self.request_err(op))?;
+            let bytes = cursor.collect().await.map_err(self.request_err(op))?;
+            Ok::<_, Error>(String::from_utf8_lossy(&bytes).trim_end().to_string())
+        };
+        match tokio::time::timeout(timeout, fetch).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timeout_err(op, timeout)),
+        }
+    }
+
+    /// Inserts one block into `table` (Native format). Loads are not queries: they get
+    /// ten minutes per block whatever `query_timeout_ms` says.
+    pub async fn insert(&self, table: &str, block: &Block) -> Result<()> {
+        let timeout = Some(self.config.query_timeout().max(Duration::from_secs(600)));
+        let client = self.client.clone().with_database(&self.config.database);
+        let mut insert = client.insert_native(table).with_timeouts(timeout, timeout);
+        insert
+            .write(block)
+            .await
+            .map_err(self.request_err("insert"))?;
+        insert.end().await.map_err(self.request_err("insert"))
+    }
+
+    /// Runs `sql` and streams its result as record batches of `schema` (matched by
+    /// position). The query starts when the stream is first polled.
+    pub fn query_arrow(&self, sql: String, schema: SchemaRef) -> SendableRecordBatchStream {
+        let query_id = format!(
+            "sluice-{}-{}",
+            std::process::id(),
+            QUERY_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        debug!(endpoint = %self.endpoint, %query_id, %sql, "ClickHouse query");
+        let decoder = BlockDecoder::new(Arc::clone(&schema), Arc::clone(&self.endpoint));
+        let guard = KillOnDrop {
+            client: self.clone(),
+            query_id: Some(query_id.clone()),
+        };
+        let (cursor, error) = match self
+            .reader()
+            .query(&sql)
+            .with_setting("query_id", query_id)
+            .fetch_native()
+        {
+            Ok(c) => (Some(c), None),
+            Err(source) => (None, Some(self.request_err("query")(source))),
+        };
+        let deadline = tokio::time::Instant::now() + self.config.query_timeout();
+        let state = State {
+            client: self.clone(),
+            cursor,
+            error,
+            decoder,
+            guard,
+            deadline,
+        };
+        let batches = futures::stream::unfold(state, |mut state| async move {
+            let batch = state.next().await.transpose()?;
+            Some((batch, state))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            batches.map(|r| r.map_err(Into::into)),
+        ))
+    }
+}
+
+struct State {
+    client: ClickHouseClient,
+    cursor: Option<clickhouse::query::NativeCursor>,
+    error: Option<Error>,
+    decoder: BlockDecoder,
+    guard: KillOnDrop,
+    deadline: tokio::time::Instant,
+}
+
+impl State {
+    async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        if let Some(e) = self.error.take() {
+            self.guard.query_id = None;
+            return Err(e);
+        }
+        let Some(cursor) = self.cursor.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            let block = match tokio::time::timeout_at(self.deadline, cursor.next()).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(source)) => {
+                    self.cursor = None;
+                    return Err(Error::Request {
+                        endpoint: self.client.endpoint.to_string(),
+                        op: "query",
+                        source,
+                    });
+                }
+                // Past the time limit: the guard kills the query when the stream goes.
+                Err(_) => {
+                    self.cursor = None;
+                    return Err(self
+                        .client
+                        .timeout_err("query", self.client.config.query_timeout()));
+                }
+            };
+            match block {
+                // Empty blocks (a header, or a filtered-out block) carry nothing.
+                Some(b) if b.num_rows() == 0 => continue,
+                Some(b) => return self.decoder.decode(&b).map(Some),
+                None => {
+                    self.cursor = None;
+                    self.guard.query_id = None;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Kills the query on the server if its result was not read to the end.
+struct KillOnDrop {
+    client: ClickHouseClient,
+    query_id: Option<String>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.query_id.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        runtime.spawn(async move {
+            let sql = format!("KILL QUERY WHERE query_id = '{id}' ASYNC");
+            match client.execute(&sql, false).await {
+                Ok(()) => debug!(query_id = %id, "killed an abandoned ClickHouse query"),
+                Err(e) => warn!(query_id = %id, error = %e, "could not kill an abandoned ClickHouse query"),
+            }
+        });
+    }
+}

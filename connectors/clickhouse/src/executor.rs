@@ -1,0 +1,150 @@
+//! datafusion-federation's `SQLExecutor` for ClickHouse: runs the SQL unparsed from a
+//! federated subplan and streams its rows back as Arrow.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::{Result, exec_err};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::optimizer::optimizer::Optimizer;
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
+use datafusion::sql::unparser::dialect::Dialect;
+use datafusion_federation::sql::{
+    AstAnalyzer, SQLExecutor, SQLFederationPlanner, SQLFederationProvider,
+};
+
+use crate::arrow::arrow_type;
+use crate::client::ClickHouseClient;
+use crate::dialect::ClickHouseDialect;
+use crate::pushdown::ClickHousePushdownRule;
+
+/// Runs federated SQL on one ClickHouse database.
+#[derive(Debug, Clone)]
+pub struct ClickHouseExecutor {
+    client: ClickHouseClient,
+    context: String,
+}
+
+impl ClickHouseExecutor {
+    pub fn new(client: ClickHouseClient) -> Self {
+        let context = format!("clickhouse {}", client.endpoint());
+        Self { client, context }
+    }
+
+    /// The federation provider every ClickHouse table of this database shares: its
+    /// optimizer decides what ClickHouse runs ([`ClickHousePushdownRule`]).
+    pub fn federation_provider(self) -> Arc<SQLFederationProvider> {
+        let single_join_per_select = self.client.version().single_join_per_select();
+        let executor: Arc<dyn SQLExecutor> = Arc::new(self);
+        let planner = Arc::new(SQLFederationPlanner::new(Arc::clone(&executor)));
+        Arc::new(SQLFederationProvider {
+            optimizer: Arc::new(Optimizer::with_rules(vec![Arc::new(
+                ClickHousePushdownRule {
+                    planner,
+                    single_join_per_select,
+                },
+            )])),
+            executor,
+        })
+    }
+}
+
+#[async_trait]
+impl SQLExecutor for ClickHouseExecutor {
+    fn name(&self) -> &str {
+        "clickhouse"
+    }
+
+    fn compute_context(&self) -> Option<String> {
+        Some(self.context.clone())
+    }
+
+    fn dialect(&self) -> Arc<dyn Dialect> {
+        Arc::new(ClickHouseDialect)
+    }
+
+    fn ast_analyzer(&self) -> Option<AstAnalyzer> {
+        Some(Box::new(|mut statement| {
+            let _ = VisitMut::visit(&mut statement, &mut NoEmptySelect);
+            Ok(statement)
+        }))
+    }
+
+    fn execute(
+        &self,
+        query: &str,
+        schema: SchemaRef,
+        _filters: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(self.client.query_arrow(query.to_string(), schema))
+    }
+
+    async fn table_names(&self) -> Result<Vec<String>> {
+        let text = self
+            .client
+            .text(
+                "SELECT name FROM system.tables WHERE database = currentDatabase()",
+                "list tables",
+            )
+            .await?;
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    async fn get_table_schema(&self, table_name: &str) -> Result<SchemaRef> {
+        let escaped = table_name.trim_matches('"').replace('\'', "\\'");
+        let text = self
+            .client
+            .text(
+                &format!(
+                    "SELECT name, type FROM system.columns \
+                     WHERE database = currentDatabase() AND table = '{escaped}'"
+                ),
+                "describe table",
+            )
+            .await?;
+        let mut fields = Vec::new();
+        for line in text.lines() {
+            let Some((name, ty)) = line.split_once('\t') else {
+                continue;
+            };
+            let parsed = clickhouse::native::DataTypeNode::new(ty).ok();
+            let Some((dt, nullable)) = parsed.as_ref().and_then(arrow_type) else {
+                return exec_err!(
+                    "ClickHouse at {}: column {name:?} of {table_name} has type {ty}, which Sluice cannot map to Arrow",
+                    self.client.endpoint()
+                );
+            };
+            fields.push(Field::new(name, dt, nullable));
+        }
+        if fields.is_empty() {
+            return exec_err!(
+                "ClickHouse at {}: no table {table_name}",
+                self.client.endpoint()
+            );
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+}
+
+/// A plan that needs rows but no columns (`count(*)` over a filtered scan) unparses to
+/// `SELECT FROM t`, which ClickHouse rejects: select a constant instead.
+struct NoEmptySelect;
+
+impl VisitorMut for NoEmptySelect {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> std::ops::ControlFlow<()> {
+        if let ast::SetExpr::Select(select) = query.body.as_mut()
+            && select.projection.is_empty()
+        {
+            select
+                .projection
+                .push(ast::SelectItem::UnnamedExpr(ast::Expr::value(
+                    ast::Value::Number("1".to_string(), false),
+                )));
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}

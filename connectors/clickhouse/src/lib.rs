@@ -1,0 +1,24 @@
+//! The cold store in ClickHouse, downstream of the planner: [`ClickHouseColdStore`] serves
+//! the cold branch of `streams`, the rollups and the catalog copy as datafusion-federation
+//! tables, so the largest part of a plan that ClickHouse can run is sent to it as one SQL
+//! statement ([`ClickHouseDialect`], decided by the pushdown rule), and results come back
+//! as Arrow decoded from `Native` blocks as they arrive. [`ClickHouseWatermark`] reads `W`
+//! as the loader records it.
+
+mod arrow;
+mod client;
+mod config;
+mod dialect;
+mod error;
+mod executor;
+mod pushdown;
+mod schema;
+mod store;
+
+pub use client::{ClickHouseClient, ServerVersion};
+pub use config::ClickHouseConfig;
+pub use dialect::ClickHouseDialect;
+pub use error::{Error, Result};
+pub use executor::ClickHouseExecutor;
+pub use schema::{STREAMS_TABLE, WATERMARK_TABLE, create_statements};
+pub use store::{CATALOG_COPY, ClickHouseColdStore, ClickHouseWatermark, ROLLUPS};

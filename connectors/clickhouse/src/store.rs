@@ -1,0 +1,360 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clickhouse::native::builder::BlockBuilder;
+use clickhouse::native::encode::Encode;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMillisecondType,
+};
+use datafusion::catalog::TableProvider;
+use datafusion::common::{Result as DfResult, exec_datafusion_err};
+use datafusion_federation::FederatedTableProviderAdaptor;
+use datafusion_federation::sql::{RemoteTableRef, SQLFederationProvider, SQLTableSource};
+use sluice_catalog::{ARTISTS, TRACKS, timestamp_type};
+use sluice_connector_api::{EventSource, Watermark};
+use tracing::warn;
+
+use crate::client::ClickHouseClient;
+use crate::config::ClickHouseConfig;
+use crate::error::{Error, Result};
+use crate::executor::ClickHouseExecutor;
+use crate::schema::{STREAMS_TABLE, WATERMARK_TABLE, create_statements};
+
+/// The catalog tables copied into ClickHouse. Not `albums`: 18.16's `Date` starts in 1970,
+/// and albums were released before that.
+pub const CATALOG_COPY: &[&str] = &[TRACKS, ARTISTS];
+
+/// Rollups queryable by name: (name, description).
+pub const ROLLUPS: &[(&str, &str)] = &[
+    (
+        "plays_daily",
+        "Plays and time played per listener, day (UTC) and track, from ClickHouse's daily rollup of streams (cold events, before W). A listener sees only its own rows.",
+    ),
+    (
+        "track_first_last",
+        "First and last play and play count per listener and track, from ClickHouse's rollup of streams (cold events, before W). A listener sees only its own rows.",
+    ),
+];
+
+/// The cold store in ClickHouse: the raw `streams` table as the cold branch, the rollups,
+/// the catalog copy, and the watermark the loader records. Cheap to clone.
+#[derive(Clone)]
+pub struct ClickHouseColdStore {
+    client: ClickHouseClient,
+    provider: Arc<SQLFederationProvider>,
+    streams: Arc<dyn TableProvider>,
+}
+
+impl std::fmt::Debug for ClickHouseColdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseColdStore")
+            .field("endpoint", &self.client.endpoint())
+            .field("version", &self.client.version())
+            .finish()
+    }
+}
+
+/// The remote `streams` table as DataFusion sees it: `timestamp_ms` holds milliseconds, which
+/// is how every time travels to and from ClickHouse ([`crate::dialect`]).
+fn remote_streams_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("track_uri", DataType::Utf8, false),
+        Field::new("timestamp_ms", timestamp_type(), false),
+        Field::new("ms_played", DataType::Int64, false),
+    ]))
+}
+
+fn rollup_schema(name: &str) -> SchemaRef {
+    let fields = match name {
+        "plays_daily" => vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("day", DataType::Date32, false),
+            Field::new("track_uri", DataType::Utf8, false),
+            Field::new("plays", DataType::Int64, false),
+            Field::new("ms_played", DataType::Int64, false),
+        ],
+        _ => vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("track_uri", DataType::Utf8, false),
+            Field::new("first_ts", timestamp_type(), false),
+            Field::new("last_ts", timestamp_type(), false),
+            Field::new("plays", DataType::Int64, false),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+impl ClickHouseColdStore {
+    /// Connects and checks the server answers. The tables are declared, not inspected:
+    /// `sluice clickhouse init` creates exactly these.
+    pub async fn connect(config: ClickHouseConfig) -> Result<Self> {
+        let client = ClickHouseClient::connect(config).await?;
+        let provider = ClickHouseExecutor::new(client.clone()).federation_provider();
+        let streams = table(&provider, STREAMS_TABLE, remote_streams_schema());
+        Ok(Self {
+            client,
+            provider,
+            streams,
+        })
+    }
+
+    pub fn client(&self) -> &ClickHouseClient {
+        &self.client
+    }
+
+    /// The rollups, by name, for clients to query directly.
+    pub fn rollup_tables(&self) -> Vec<(String, Arc<dyn TableProvider>)> {
+        ROLLUPS
+            .iter()
+            .map(|(name, _)| {
+                (
+                    name.to_string(),
+                    table(&self.provider, name, rollup_schema(name)),
+                )
+            })
+            .collect()
+    }
+
+    /// The catalog copy in ClickHouse (`tracks`, `artists`; see [`CATALOG_COPY`]), for joins
+    /// ClickHouse runs itself.
+    pub fn entity_tables(&self) -> Vec<(String, Arc<dyn TableProvider>)> {
+        CATALOG_COPY
+            .iter()
+            .copied()
+            .map(|name| {
+                let schema = sluice_catalog::table(name).expect("declared").schema();
+                (name.to_string(), table(&self.provider, name, schema))
+            })
+            .collect()
+    }
+
+    /// Creates the database and every table and view, if missing.
+    pub async fn init(&self) -> Result<()> {
+        for sql in create_statements(&self.client.config().database) {
+            self.client.execute(&sql, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Events held, and the latest event time (ms), in the raw table.
+    pub async fn event_count(&self) -> Result<(u64, Option<i64>)> {
+        let text = self
+            .client
+            .text(
+                &format!("SELECT count(), max(timestamp_ms) FROM {STREAMS_TABLE}"),
+                "count events",
+            )
+            .await?;
+        let mut parts = text.split('\t');
+        let count = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        let max = parts
+            .next()
+            .and_then(|m| m.parse().ok())
+            .filter(|_| count > 0);
+        Ok((count, max))
+    }
+
+    /// Inserts events (a batch with the `streams` schema) into the raw table; the rollups
+    /// follow through their materialized views.
+    pub async fn insert_events(&self, batch: &RecordBatch) -> Result<()> {
+        let block = self.events_block(batch)?;
+        self.client.insert(STREAMS_TABLE, &block).await
+    }
+
+    fn events_block(&self, batch: &RecordBatch) -> Result<clickhouse::native::Block> {
+        let bad = |message: String| Error::Unexpected {
+            endpoint: self.client.endpoint().to_string(),
+            message,
+        };
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| bad(format!("events without a {name} column")))
+        };
+        let users = cast(column("user_id")?, &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+        let tracks = cast(column("track_uri")?, &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+        let ts = column("ts")?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| bad("ts is not a millisecond timestamp".into()))?;
+        let played =
+            cast(column("ms_played")?, &DataType::Int64).map_err(|e| bad(e.to_string()))?;
+        let played = played.as_primitive::<Int64Type>();
+        let ts_ms = ts
+            .values()
+            .iter()
+            .map(|&v| u64::try_from(v).map_err(|_| bad(format!("event time {v} is before 1970"))))
+            .collect::<Result<Vec<u64>>>()?;
+        let played = played
+            .values()
+            .iter()
+            .map(|&v| u32::try_from(v).map_err(|_| bad(format!("ms_played {v} out of range"))))
+            .collect::<Result<Vec<u32>>>()?;
+        let mut block = BlockBuilder::new();
+        add_column(&mut block, "user_id", strings(&users)).map_err(bad)?;
+        add_column(&mut block, "track_uri", strings(&tracks)).map_err(bad)?;
+        add_column(&mut block, "timestamp_ms", ts_ms).map_err(bad)?;
+        add_column(&mut block, "ms_played", played).map_err(bad)?;
+        block.build().map_err(|e| bad(e.to_string()))
+    }
+
+    /// Replaces the catalog copy `name` with `batches` (the dataset's entity table).
+    pub async fn replace_entities(&self, name: &str, batches: &[RecordBatch]) -> Result<()> {
+        self.client
+            .execute(&format!("TRUNCATE TABLE {name}"), true)
+            .await?;
+        let bad = |message: String| Error::Unexpected {
+            endpoint: self.client.endpoint().to_string(),
+            message,
+        };
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            let mut block = BlockBuilder::new();
+            for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+                let name = field.name().as_str();
+                match field.data_type() {
+                    DataType::Utf8 => add_column(&mut block, name, strings(array)),
+                    DataType::Int64 => add_column(
+                        &mut block,
+                        name,
+                        array.as_primitive::<Int64Type>().values().iter().copied(),
+                    ),
+                    other => {
+                        return Err(bad(format!("{name}: cannot load {other} into ClickHouse")));
+                    }
+                }
+                .map_err(bad)?;
+            }
+            let block = block.build().map_err(|e| bad(e.to_string()))?;
+            self.client.insert(name, &block).await?;
+        }
+        Ok(())
+    }
+
+    /// Records `W`: every event before it is in ClickHouse. Call only after the inserts
+    /// of those events were acknowledged.
+    pub async fn publish_watermark(&self, w_ms: i64) -> Result<()> {
+        self.client
+            .execute(
+                &format!("INSERT INTO {WATERMARK_TABLE} (w_ms, published) VALUES ({w_ms}, now())"),
+                true,
+            )
+            .await
+    }
+
+    /// The last `W` recorded, if any.
+    pub async fn watermark_ms(&self) -> Result<Option<i64>> {
+        let text = self
+            .client
+            .text(
+                &format!("SELECT max(w_ms), count() FROM {WATERMARK_TABLE}"),
+                "read watermark",
+            )
+            .await?;
+        let mut parts = text.split('\t');
+        let w = parts.next().and_then(|w| w.parse::<i64>().ok());
+        let n = parts
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(w.filter(|_| n > 0))
+    }
+}
+
+/// The values of a string column (no nulls: the schema has none).
+fn strings(a: &dyn Array) -> impl Iterator<Item = &str> {
+    a.as_string::<i32>().iter().map(|v| v.unwrap_or_default())
+}
+
+/// Adds a column of `values` to a block being built.
+fn add_column<T: Encode>(
+    block: &mut BlockBuilder,
+    name: &str,
+    values: impl IntoIterator<Item = T>,
+) -> std::result::Result<(), String> {
+    block
+        .upsert_column::<T>(name)
+        .map_err(|e| e.to_string())?
+        .add_all(values)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn table(
+    provider: &Arc<SQLFederationProvider>,
+    name: &str,
+    schema: SchemaRef,
+) -> Arc<dyn TableProvider> {
+    let source = SQLTableSource::new_with_schema(
+        Arc::clone(provider),
+        RemoteTableRef::from(datafusion::common::TableReference::bare(name)),
+        schema,
+    );
+    Arc::new(FederatedTableProviderAdaptor::new(Arc::new(source)))
+}
+
+#[async_trait]
+impl EventSource for ClickHouseColdStore {
+    fn name(&self) -> &str {
+        "clickhouse"
+    }
+
+    fn table(&self) -> Arc<dyn TableProvider> {
+        Arc::clone(&self.streams)
+    }
+
+    fn renamed_columns(&self) -> &[(&'static str, &'static str)] {
+        &[("ts", "timestamp_ms")]
+    }
+}
+
+/// `W` as recorded in ClickHouse by the loader, read at most once per `ttl`. If ClickHouse
+/// cannot be reached, the last value read stands (queries that need only the hot store keep
+/// working); before any value was read, it is an error naming ClickHouse.
+#[derive(Debug)]
+pub struct ClickHouseWatermark {
+    store: ClickHouseColdStore,
+    ttl: Duration,
+    last: Mutex<Option<(i64, Instant)>>,
+}
+
+impl ClickHouseWatermark {
+    pub fn new(store: ClickHouseColdStore) -> Self {
+        Self {
+            store,
+            ttl: Duration::from_secs(1),
+            last: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Watermark for ClickHouseWatermark {
+    async fn current_ms(&self) -> DfResult<i64> {
+        let cached = *self.last.lock().expect("watermark lock");
+        if let Some((w, at)) = cached
+            && at.elapsed() < self.ttl
+        {
+            return Ok(w);
+        }
+        match self.store.watermark_ms().await {
+            Ok(Some(w)) => {
+                *self.last.lock().expect("watermark lock") = Some((w, Instant::now()));
+                Ok(w)
+            }
+            Ok(None) => Err(exec_datafusion_err!(
+                "ClickHouse at {} has no watermark yet: load it with `sluice load`",
+                self.store.client.endpoint()
+            )),
+            Err(e) => match cached {
+                Some((w, _)) => {
+                    warn!(error = %e, "watermark not refreshed; using the last one read");
+                    Ok(w)
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+}

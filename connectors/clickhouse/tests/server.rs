@@ -1,0 +1,224 @@
+//! The connector against a real, private ClickHouse (Debian's `clickhouse-server`, started by
+//! `tests/servers/clickhouse.py` on free loopback ports, stopped by process id): the Arrow
+//! types of every ClickHouse type the schema uses, a clear error for one it cannot map,
+//! a time limit, and an abandoned result killing its query on the server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Field, Float64Type, Int64Type, Schema, TimeUnit,
+    TimestampMillisecondType, UInt8Type,
+};
+use futures::StreamExt;
+use sluice_connector_clickhouse::{ClickHouseClient, ClickHouseConfig};
+
+struct PrivateClickHouse {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateClickHouse {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/servers/clickhouse.py"
+        );
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the ClickHouse helper");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the helper prints the server's URL");
+        assert!(
+            line.starts_with("http://"),
+            "clickhouse-server did not start (tests/run.sh installs it): {line:?}"
+        );
+        Self {
+            child,
+            url: line.trim().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        // SIGTERM to the helper, which stops its server and waits for it.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn client(server: &PrivateClickHouse, timeout_ms: u64) -> ClickHouseClient {
+    let mut config = ClickHouseConfig::new(&server.url);
+    config.database = "default".into();
+    config.query_timeout_ms = timeout_ms;
+    ClickHouseClient::connect(config).await.expect("connects")
+}
+
+async fn collect(
+    client: &ClickHouseClient,
+    sql: &str,
+    fields: Vec<Field>,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let mut stream = client.query_arrow(sql.to_string(), Arc::new(Schema::new(fields)));
+    let mut out = Vec::new();
+    while let Some(batch) = stream.next().await {
+        out.push(batch?);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_private_server() {
+    let server = PrivateClickHouse::start();
+    let ch = client(&server, 2_000).await;
+    assert!(ch.version().major >= 18, "{}", ch.version());
+
+    // Every type the schema uses, read into the Arrow type the plan asks for.
+    let ms = TimeUnit::Millisecond;
+    let utc = Some(Arc::from("UTC"));
+    let batches = collect(
+        &ch,
+        "SELECT toUInt8(7) AS u8, toInt64(-5) AS i64, toUInt64(1546300800123) AS ts_ms, \
+         2.5 AS f, 'x' AS s, toFixedString('ab', 2) AS fs, toDate('2019-01-02') AS d, \
+         toDateTime(1546300800, 'UTC') AS dt, CAST(NULL AS Nullable(String)) AS ns, \
+         toNullable(toInt32(3)) AS n3, ['a', 'b'] AS arr, count() AS c",
+        vec![
+            Field::new("u8", DataType::UInt8, false),
+            Field::new("i64", DataType::Int64, false),
+            Field::new("ts_ms", DataType::Timestamp(ms, utc.clone()), false),
+            Field::new("f", DataType::Float64, false),
+            Field::new("s", DataType::Utf8, false),
+            Field::new("fs", DataType::Utf8, false),
+            Field::new("d", DataType::Date32, false),
+            Field::new("dt", DataType::Timestamp(ms, utc.clone()), false),
+            Field::new("ns", DataType::Utf8, true),
+            Field::new("n3", DataType::Int64, true),
+            Field::new(
+                "arr",
+                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false))),
+                false,
+            ),
+            Field::new("c", DataType::Int64, false),
+        ],
+    )
+    .await
+    .expect("every type maps");
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 1);
+    assert_eq!(b.column(0).as_primitive::<UInt8Type>().value(0), 7);
+    assert_eq!(b.column(1).as_primitive::<Int64Type>().value(0), -5);
+    assert_eq!(
+        b.column(2)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0),
+        1_546_300_800_123
+    );
+    assert_eq!(b.column(3).as_primitive::<Float64Type>().value(0), 2.5);
+    assert_eq!(b.column(4).as_string::<i32>().value(0), "x");
+    assert_eq!(b.column(5).as_string::<i32>().value(0), "ab");
+    assert_eq!(b.column(6).as_primitive::<Date32Type>().value(0), 17_898);
+    assert_eq!(
+        b.column(7)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0),
+        1_546_300_800_000
+    );
+    assert!(b.column(8).is_null(0));
+    assert_eq!(b.column(9).as_primitive::<Int64Type>().value(0), 3);
+    let list = b.column(10).as_list::<i32>().value(0);
+    assert_eq!(
+        list.as_string::<i32>().iter().flatten().collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+
+    // A type with no mapping is an error naming the column, never a value.
+    let err = collect(
+        &ch,
+        "SELECT toDecimal32(1.5, 2) AS price",
+        vec![Field::new("price", DataType::Float64, false)],
+    )
+    .await
+    .expect_err("Decimal is not mapped");
+    let message = err.to_string();
+    assert!(
+        message.contains("\"price\"") && message.contains("Decimal"),
+        "{message}"
+    );
+
+    // A query past the time limit fails in about that time, naming ClickHouse.
+    let started = Instant::now();
+    let err = collect(
+        &ch,
+        "SELECT sleep(3) AS s",
+        vec![Field::new("s", DataType::UInt8, false)],
+    )
+    .await
+    .expect_err("too slow");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("ClickHouse at"), "{err}");
+
+    // A result dropped part way (a client that cancelled) stops its query on the server.
+    let ch = client(&server, 60_000).await;
+    let mut stream = ch.query_arrow(
+        "SELECT number FROM system.numbers".to_string(),
+        Arc::new(Schema::new(vec![Field::new(
+            "number",
+            DataType::UInt64,
+            false,
+        )])),
+    );
+    stream
+        .next()
+        .await
+        .expect("a first block")
+        .expect("no error");
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running = ch
+            .text(
+                "SELECT count() FROM system.processes WHERE query_id LIKE 'sluice-%' \
+                 AND query LIKE '%system.numbers%' AND query NOT LIKE '%system.processes%'",
+                "processes",
+            )
+            .await
+            .expect("processes");
+        if running == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned query still runs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_and_named() {
+    let mut config = ClickHouseConfig::new("http://127.0.0.1:9");
+    config.connect_timeout_ms = 500;
+    let err = ClickHouseClient::connect(config)
+        .await
+        .expect_err("nothing listens there");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        err.to_string().contains("ClickHouse at http://127.0.0.1:9"),
+        "{err}"
+    );
+}

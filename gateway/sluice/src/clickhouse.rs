@@ -1,0 +1,26 @@
+//! `sluice clickhouse init`.
+
+use sluice_connector_clickhouse::ClickHouseColdStore;
+
+use crate::cli::ClickhouseInitArgs;
+use crate::config::FileConfig;
+
+pub(crate) fn init(args: ClickhouseInitArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let file = FileConfig::load(&args.config)?;
+    let Some(config) = file.clickhouse else {
+        return Err(format!("{}: no [clickhouse] section", args.config.display()).into());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store = ClickHouseColdStore::connect(config).await?;
+        store.init().await?;
+        println!(
+            "ClickHouse {} at {}: tables ready",
+            store.client().version(),
+            store.client().endpoint()
+        );
+        Ok(())
+    })
+}

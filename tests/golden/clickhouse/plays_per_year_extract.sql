@@ -1,0 +1,1 @@
+SELECT toYear(toDateTime(intDiv("ts", 1000), 'UTC')) AS "year", count(1) AS "count(*)" FROM (SELECT "streams"."timestamp_ms" AS "ts" FROM "streams" WHERE (("streams"."timestamp_ms" < CAST('<2024-01-01T00:00:00Z>' AS Int64)) AND ("streams"."user_id" = 'u0002'))) AS "derived_projection" GROUP BY toYear(toDateTime(intDiv("ts", 1000), 'UTC')) ORDER BY "year" ASC NULLS LAST

@@ -1,0 +1,1 @@
+SELECT "s"."track_uri" FROM (SELECT "streams"."track_uri" FROM "streams" WHERE ((("streams"."timestamp_ms" >= CAST('<2021-01-01T00:00:00Z>' AS Int64)) AND ("streams"."timestamp_ms" < CAST('<2022-01-01T00:00:00Z>' AS Int64))) AND ("streams"."user_id" = 'u0002'))) AS "s"

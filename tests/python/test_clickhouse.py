@@ -1,0 +1,165 @@
+"""ClickHouse as the cold store: `sluice clickhouse init` and `sluice load` against a private
+Debian clickhouse-server 18.16, what Sluice asks ClickHouse (read back from
+`system.query_log`), the rollups by name, and ClickHouse going away."""
+
+import datetime as dt
+import os
+import signal
+import time
+
+import adbc_driver_manager
+import pytest
+
+from conftest import (CLICKHOUSE_DB, END, connect, sluice, start_clickhouse, start_server,
+                      write_clickhouse_config)
+from helpers import duck_rows, sluice_rows
+
+ME = "u0002"
+W = dt.datetime.combine(END - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
+W_MS = int(W.timestamp() * 1000)
+
+
+def ch(clickhouse, sql):
+    return clickhouse.query(sql).strip()
+
+
+def test_init_creates_the_schema_and_load_records_w(clickhouse, clickhouse_config, duck):
+    tables = set(ch(clickhouse, f"SHOW TABLES FROM {CLICKHOUSE_DB}").split())
+    assert {"streams", "plays_daily", "plays_daily_state", "plays_daily_mv", "track_first_last",
+            "track_first_last_state", "track_first_last_mv", "tracks", "artists",
+            "sluice_watermark"} <= tables
+    engine = ch(clickhouse, f"SELECT engine FROM system.tables "
+                            f"WHERE database = '{CLICKHOUSE_DB}' AND name = 'streams'")
+    assert engine == "MergeTree"
+    # Not partitioned: one listener's read is one index probe, not one per month.
+    assert ch(clickhouse, f"SELECT uniqExact(partition) FROM system.parts "
+                          f"WHERE database = '{CLICKHOUSE_DB}' AND table = 'streams' AND active") == "1"
+    # Every event before W, once; W recorded after the inserts.
+    [(cold,)] = duck_rows(duck, f"SELECT count(*) FROM streams WHERE ts < TIMESTAMPTZ '{W.isoformat()}'")
+    assert int(ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.streams")) == cold
+    assert int(ch(clickhouse, f"SELECT max(w_ms) FROM {CLICKHOUSE_DB}.sluice_watermark")) == W_MS
+    # The rollups saw the same events.
+    assert int(ch(clickhouse, f"SELECT sum(plays) FROM {CLICKHOUSE_DB}.plays_daily")) == cold
+    assert int(ch(clickhouse, f"SELECT sum(plays) FROM {CLICKHOUSE_DB}.track_first_last")) == cold
+    [(tracks,)] = duck_rows(duck, "SELECT count(*) FROM tracks")
+    assert int(ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.tracks")) == tracks
+
+
+def test_loading_again_adds_nothing(clickhouse, clickhouse_config, dataset_dir):
+    before = ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.streams")
+    out = sluice("load", "--config", clickhouse_config, "--from", dataset_dir)
+    assert "already holds every event before" in out.stdout, out.stdout
+    assert ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.streams") == before
+
+
+def last_query(clickhouse, marker):
+    """The newest query ClickHouse logged whose text contains `marker`, with its rows."""
+    ch(clickhouse, "SYSTEM FLUSH LOGS")
+    rows = ch(clickhouse, f"""
+        SELECT query, read_rows, result_rows FROM system.query_log
+        WHERE type = 2 AND query LIKE '%{marker}%' AND query NOT LIKE '%query_log%'
+        ORDER BY event_time DESC LIMIT 1""")
+    assert rows, f"ClickHouse logged no query with {marker!r}"
+    query, read_rows, result_rows = rows.split("\t")
+    return query.replace("\\'", "'"), int(read_rows), int(result_rows)
+
+
+def test_a_cross_listener_aggregate_joined_with_artists_moves_only_its_groups(
+        clickhouse, clickhouse_server, duck):
+    year = END.year - 3
+    sql = f"""
+        SELECT a.genre, count(*) AS plays, sum(s.ms_played) AS played
+        FROM streams s JOIN tracks t ON s.track_uri = t.track_uri
+        JOIN artists a ON t.artist_uri = a.artist_uri
+        WHERE s.ts >= '{year}-01-01T00:00:00Z' AND s.ts < '{year + 1}-01-01T00:00:00Z'
+        GROUP BY a.genre ORDER BY plays DESC, a.genre"""
+    with connect(clickhouse_server, "analyst") as conn:
+        rows = sluice_rows(conn, sql)
+    expected = duck_rows(duck, f"""
+        SELECT a.genre, count(*) AS plays, sum(s.ms_played) AS played
+        FROM streams s JOIN tracks t USING (track_uri) JOIN artists a ON t.artist_uri = a.artist_uri
+        WHERE s.ts >= TIMESTAMPTZ '{year}-01-01 00:00:00+00' AND s.ts < TIMESTAMPTZ '{year + 1}-01-01 00:00:00+00'
+        GROUP BY a.genre ORDER BY plays DESC, a.genre""")
+    assert rows == expected
+    query, read_rows, result_rows = last_query(clickhouse, '"genre"')
+    # One statement did the filtering, joining and grouping in ClickHouse ...
+    assert "JOIN" in query and "GROUP BY" in query and "timestamp_ms" in query, query
+    # ... and sent the gateway one row per genre, out of a year of every listener's events.
+    assert result_rows == len(expected)
+    assert read_rows > 10_000
+
+
+def test_a_listener_sees_only_its_own_rollup_rows(clickhouse_server, duck):
+    with connect(clickhouse_server, ME) as conn:
+        users = sluice_rows(conn, "SELECT DISTINCT user_id FROM track_first_last")
+        assert users == [(ME,)]
+        rows = sluice_rows(conn, """
+            SELECT track_uri, first_ts, last_ts, plays FROM track_first_last
+            ORDER BY plays DESC, track_uri LIMIT 5""")
+        days = sluice_rows(conn, """
+            SELECT day, sum(plays) FROM plays_daily GROUP BY day ORDER BY day DESC LIMIT 3""")
+    expected = duck_rows(duck, f"""
+        SELECT track_uri, min(ts), max(ts), count(*) AS plays FROM streams
+        WHERE user_id = '{ME}' AND ts < TIMESTAMPTZ '{W.isoformat()}'
+        GROUP BY track_uri ORDER BY plays DESC, track_uri LIMIT 5""")
+    assert rows == expected
+    expected_days = duck_rows(duck, f"""
+        SELECT CAST(ts AS DATE) AS day, count(*) FROM streams
+        WHERE user_id = '{ME}' AND ts < TIMESTAMPTZ '{W.isoformat()}'
+        GROUP BY day ORDER BY day DESC LIMIT 3""")
+    assert days == expected_days
+
+
+def test_explain_shows_the_sql_sent_to_clickhouse(clickhouse_server):
+    with connect(clickhouse_server, ME) as conn, conn.cursor() as cur:
+        cur.execute(f"""EXPLAIN SELECT count(*) FROM streams
+                        WHERE ts >= '{END.year - 4}-01-01T00:00:00Z' AND ts < '{END.year - 3}-01-01T00:00:00Z'""")
+        plan = "\n".join(str(v) for row in cur.fetchall() for v in row)
+    assert "VirtualExecutionPlan" in plan and "clickhouse" in plan, plan
+    assert "timestamp_ms" in plan and f"'{ME}'" in plan, plan
+    assert "Redis" not in plan and "memory" not in plan, plan
+
+
+@pytest.fixture
+def doomed_clickhouse(tmp_path, dataset_dir):
+    """A second private ClickHouse, loaded and served, that the test stops."""
+    gen = start_clickhouse(tmp_path / "ch")
+    server = next(gen)
+    path = write_clickhouse_config(tmp_path, server.url, timeout_ms=3000)
+    sluice("clickhouse", "init", "--config", path)
+    sluice("load", "--config", path, "--from", dataset_dir)
+    gateway_gen = start_server(dataset_dir, "--config", str(path))
+    gateway = next(gateway_gen)
+    yield server, gateway
+    for g in (gateway_gen, gen):
+        try:
+            next(g)
+        except StopIteration:
+            pass
+
+
+def test_clickhouse_down_is_a_clear_error_and_hot_queries_still_work(doomed_clickhouse, duck):
+    server, gateway = doomed_clickhouse
+    since = (END - dt.timedelta(days=3)).isoformat()
+    with connect(gateway, ME) as conn:
+        # Reads W once while ClickHouse is up (the gateway keeps the last W it read).
+        hot = sluice_rows(conn, f"SELECT count(*) FROM streams WHERE ts >= '{since}T00:00:00Z'")
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(adbc_driver_manager.Error) as err:
+            sluice_rows(conn, f"SELECT count(*) FROM streams WHERE ts < '{END.year - 1}-01-01T00:00:00Z'")
+        assert time.monotonic() - started < 10
+        message = str(err.value)
+        assert "UNAVAILABLE" in message.upper() and "ClickHouse" in message, message
+        # A question about the last days needs only the hot store.
+        assert sluice_rows(conn, f"SELECT count(*) FROM streams WHERE ts >= '{since}T00:00:00Z'") == hot
+    expected = duck_rows(duck, f"SELECT count(*) FROM streams WHERE user_id = '{ME}' AND ts >= TIMESTAMPTZ '{since} 00:00:00+00'")
+    assert hot == expected
+
+
+def test_an_unreachable_clickhouse_is_named_at_start(tmp_path, dataset_dir):
+    path = write_clickhouse_config(tmp_path, "http://127.0.0.1:9")
+    out = sluice("serve", "--config", path, "--data", dataset_dir, "--listen", "127.0.0.1:0",
+                 check=False)
+    assert out.returncode != 0
+    assert "ClickHouse at http://127.0.0.1:9" in out.stderr, out.stderr

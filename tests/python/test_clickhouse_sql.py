@@ -1,0 +1,95 @@
+"""Golden files of the SQL Sluice sends ClickHouse for the seed questions, read from `EXPLAIN`
+(the statements a `VirtualExecutionPlan` runs) against the private ClickHouse. Times are
+written back as readable placeholders (`<W>`, `<2021-01-01T00:00:00Z>`) so the files do not
+change with the day the tests run. Regenerate with `SLUICE_BLESS=1` and review the diff."""
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import END, REPO, connect
+
+GOLDEN = REPO / "tests" / "golden" / "clickhouse"
+W = dt.datetime.combine(END - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
+W_MS = int(W.timestamp() * 1000)
+
+# (principal, SQL): the seed questions in the form agents and analysts write them.
+CASES = {
+    "top_artist_in_2021": ("u0002", """
+        SELECT a.artist_name, count(*) AS plays
+        FROM streams s JOIN tracks t ON s.track_uri = t.track_uri
+        JOIN artists a ON t.artist_uri = a.artist_uri
+        WHERE s.ts >= '2021-01-01T00:00:00Z' AND s.ts < '2022-01-01T00:00:00Z'
+        GROUP BY a.artist_name ORDER BY plays DESC LIMIT 1"""),
+    "top_tracks_summer_2022": ("u0002", """
+        SELECT track_uri, count(*) AS plays FROM streams
+        WHERE ts >= '2022-06-01T00:00:00Z' AND ts < '2022-09-01T00:00:00Z'
+        GROUP BY track_uri ORDER BY plays DESC, track_uri LIMIT 10"""),
+    "first_stream_before_2023": ("u0002", """
+        SELECT track_uri, ts FROM streams WHERE ts < '2023-01-01T00:00:00Z' ORDER BY ts LIMIT 1"""),
+    "first_and_last_play_of_a_track_2020": ("u0002", """
+        SELECT min(ts), max(ts), count(*) FROM streams
+        WHERE track_uri = 'spotify:track:x' AND ts < '2021-01-01T00:00:00Z'"""),
+    "monthly_plays_2022": ("u0002", """
+        SELECT date_trunc('month', ts) AS month, count(*) AS plays FROM streams
+        WHERE ts >= '2022-01-01T00:00:00Z' AND ts < '2023-01-01T00:00:00Z'
+        GROUP BY 1 ORDER BY 1"""),
+    "plays_per_year_extract": ("u0002", """
+        SELECT EXTRACT(YEAR FROM ts) AS year, count(*) FROM streams
+        WHERE ts < '2024-01-01T00:00:00Z' GROUP BY 1 ORDER BY 1"""),
+    "analyst_plays_per_genre_2021": ("analyst", """
+        SELECT a.genre, count(*) AS plays FROM streams s
+        JOIN tracks t ON s.track_uri = t.track_uri JOIN artists a ON t.artist_uri = a.artist_uri
+        WHERE s.ts >= '2021-01-01T00:00:00Z' AND s.ts < '2022-01-01T00:00:00Z'
+        GROUP BY a.genre ORDER BY plays DESC"""),
+    "analyst_listeners_per_track_2021": ("analyst", """
+        SELECT t.track_name, count(DISTINCT s.user_id) AS listeners FROM streams s
+        JOIN tracks t ON s.track_uri = t.track_uri
+        WHERE s.ts >= '2021-01-01T00:00:00Z' AND s.ts < '2022-01-01T00:00:00Z'
+        GROUP BY t.track_name ORDER BY listeners DESC, t.track_name LIMIT 5"""),
+    "rollup_first_last_by_name": ("u0002", """
+        SELECT track_uri, first_ts, plays FROM track_first_last ORDER BY first_ts LIMIT 3"""),
+}
+
+
+def placeholder(m):
+    ms = int(m.group(0))
+    if ms == W_MS:
+        return "<W>"
+    t = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    return "<" + t.strftime("%Y-%m-%dT%H:%M:%SZ") + ">"
+
+
+def sent_sql(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN " + sql)
+        text = "\n".join(str(v) for row in cur.fetchall() for v in row)
+    # Per statement, the SQL as finally sent: the last of base_sql and its rewrites.
+    statements = []
+    for line in text.splitlines():
+        if "VirtualExecutionPlan" in line:
+            parts = re.split(r" (?:base_sql|rewritten_\w+)=", line)
+            statements.append(parts[-1])
+    assert statements, text
+    out = []
+    for s in statements:
+        s = re.sub(r"\b1\d{12}\b", placeholder, s)
+        out.append(s.strip())
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sql_sent_to_clickhouse(clickhouse_server, name):
+    principal, sql = CASES[name]
+    with connect(clickhouse_server, principal) as conn:
+        got = sent_sql(conn, sql)
+    path = GOLDEN / f"{name}.sql"
+    if os.environ.get("SLUICE_BLESS") == "1" or not path.exists():
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        path.write_text(got)
+        if os.environ.get("SLUICE_BLESS") != "1":
+            pytest.fail(f"wrote new golden file {path}; review it and run again")
+    assert got == path.read_text(), f"SQL for {name} changed; SLUICE_BLESS=1 regenerates {path}"
