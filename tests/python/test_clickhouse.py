@@ -163,3 +163,85 @@ def test_an_unreachable_clickhouse_is_named_at_start(tmp_path, dataset_dir):
                  check=False)
     assert out.returncode != 0
     assert "ClickHouse at http://127.0.0.1:9" in out.stderr, out.stderr
+
+
+def ch_rows(clickhouse, sql):
+    text = clickhouse.query(f"{sql} FORMAT TabSeparated")
+    return [tuple(line.split("\t")) for line in text.splitlines()]
+
+
+def as_text(rows):
+    return [tuple(str(v) for v in row) for row in rows]
+
+
+YEAR = END.year - 3
+A = int(dt.datetime(YEAR, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+B = int(dt.datetime(YEAR + 1, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+S = int(dt.datetime(YEAR, 6, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+E = int(dt.datetime(YEAR, 9, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+RAW = f"{CLICKHOUSE_DB}.streams"
+MINE = f"user_id = '{ME}'"
+
+# (Sluice SQL as a listener writes it, the same question hand-written for ClickHouse over the
+# raw table, 18.16 dialect: one JOIN per SELECT, times in milliseconds). Ranges end before W,
+# where the raw table holds every event.
+DIRECT = {
+    "top artist in a year": (
+        f"""SELECT a.artist_uri, a.artist_name, count(*) AS plays FROM streams s
+            JOIN tracks t ON s.track_uri = t.track_uri JOIN artists a ON t.artist_uri = a.artist_uri
+            WHERE s.ts >= '{YEAR}-01-01T00:00:00Z' AND s.ts < '{YEAR + 1}-01-01T00:00:00Z'
+            GROUP BY a.artist_uri, a.artist_name ORDER BY plays DESC, a.artist_uri LIMIT 3""",
+        f"""SELECT artist_uri, artist_name, count() AS plays FROM (
+              SELECT artist_uri FROM (SELECT track_uri FROM {RAW}
+                WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B})
+              ALL INNER JOIN {CLICKHOUSE_DB}.tracks USING track_uri)
+            ALL INNER JOIN {CLICKHOUSE_DB}.artists USING artist_uri
+            GROUP BY artist_uri, artist_name ORDER BY plays DESC, artist_uri LIMIT 3"""),
+    "top tracks last summer": (
+        f"""SELECT track_uri, count(*) AS plays, sum(ms_played) FROM streams
+            WHERE ts >= '{YEAR}-06-01T00:00:00Z' AND ts < '{YEAR}-09-01T00:00:00Z'
+            GROUP BY track_uri ORDER BY plays DESC, track_uri LIMIT 10""",
+        f"""SELECT track_uri, count() AS plays, sum(ms_played) FROM {RAW}
+            WHERE {MINE} AND timestamp_ms >= {S} AND timestamp_ms < {E}
+            GROUP BY track_uri ORDER BY plays DESC, track_uri LIMIT 10"""),
+    "first stream": (
+        "SELECT track_uri, ts, ms_played FROM streams ORDER BY ts, track_uri LIMIT 1",
+        f"SELECT track_uri, timestamp_ms, ms_played FROM {RAW} WHERE {MINE} "
+        "ORDER BY timestamp_ms, track_uri LIMIT 1"),
+    "first and last play of each track, a year": (
+        f"""SELECT track_uri, min(ts), max(ts), count(*) AS n FROM streams
+            WHERE ts >= '{YEAR}-01-01T00:00:00Z' AND ts < '{YEAR + 1}-01-01T00:00:00Z'
+            GROUP BY track_uri ORDER BY n DESC, track_uri LIMIT 5""",
+        f"""SELECT track_uri, min(timestamp_ms), max(timestamp_ms), count() AS n FROM {RAW}
+            WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B}
+            GROUP BY track_uri ORDER BY n DESC, track_uri LIMIT 5"""),
+    "monthly plays per genre": (
+        f"""SELECT date_trunc('month', s.ts) AS month, a.genre, count(*) AS plays FROM streams s
+            JOIN tracks t ON s.track_uri = t.track_uri JOIN artists a ON t.artist_uri = a.artist_uri
+            WHERE s.ts >= '{YEAR}-01-01T00:00:00Z' AND s.ts < '{YEAR + 1}-01-01T00:00:00Z'
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+        f"""SELECT toUInt64(toStartOfMonth(toDateTime(intDiv(timestamp_ms, 1000), 'UTC'))) * 86400000 AS month,
+                   genre, count() AS plays FROM (
+              SELECT timestamp_ms, artist_uri FROM (SELECT timestamp_ms, track_uri FROM {RAW}
+                WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B})
+              ALL INNER JOIN {CLICKHOUSE_DB}.tracks USING track_uri)
+            ALL INNER JOIN {CLICKHOUSE_DB}.artists USING artist_uri
+            GROUP BY month, genre ORDER BY month, genre"""),
+    "plays per weekday": (
+        f"""SELECT EXTRACT(DOW FROM ts) AS dow, count(*) FROM streams
+            WHERE ts >= '{YEAR}-01-01T00:00:00Z' AND ts < '{YEAR + 1}-01-01T00:00:00Z'
+            GROUP BY 1 ORDER BY 1""",
+        f"""SELECT toDayOfWeek(toDateTime(intDiv(timestamp_ms, 1000), 'UTC')) % 7 AS dow, count()
+            FROM {RAW} WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B}
+            GROUP BY dow ORDER BY dow"""),
+}
+
+
+@pytest.mark.parametrize("question", sorted(DIRECT))
+def test_seed_questions_match_clickhouse_asked_directly(clickhouse, clickhouse_server, question):
+    sluice_sql, direct_sql = DIRECT[question]
+    with connect(clickhouse_server, ME) as conn:
+        got = as_text(sluice_rows(conn, sluice_sql))
+    expected = ch_rows(clickhouse, direct_sql)
+    assert expected, "the question has an answer"
+    assert got == expected

@@ -11,8 +11,7 @@ use clickhouse::native::Block;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::StreamExt;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use tracing::{debug, warn};
 
 use crate::arrow::BlockDecoder;
@@ -208,7 +207,7 @@ impl ClickHouseClient {
     }
 
     /// Runs `sql` and streams its result as record batches of `schema` (matched by
-    /// position). The query starts when the stream is first polled.
+    /// position). Call within a Tokio runtime: the query starts at once.
     pub fn query_arrow(&self, sql: String, schema: SchemaRef) -> SendableRecordBatchStream {
         let query_id = format!(
             "sluice-{}-{}",
@@ -239,14 +238,30 @@ impl ClickHouseClient {
             guard,
             deadline,
         };
-        let batches = futures::stream::unfold(state, |mut state| async move {
-            let batch = state.next().await.transpose()?;
-            Some((batch, state))
+        // Reading and decoding run in their own task, a few batches ahead of the consumer,
+        // so ClickHouse's transfer overlaps the gateway's encoding of what came before. If
+        // the consumer goes away the task is aborted, and dropping its state kills the query.
+        let mut builder = RecordBatchReceiverStream::builder(schema, 4);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let mut state = state;
+            loop {
+                match state.next().await {
+                    Ok(Some(batch)) => {
+                        if tx.send(Ok(batch)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
+                }
+            }
+            Ok(())
         });
-        Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            batches.map(|r| r.map_err(Into::into)),
-        ))
+        builder.build()
     }
 }
 

@@ -95,7 +95,8 @@ async fn against_a_private_server() {
         "SELECT toUInt8(7) AS u8, toInt64(-5) AS i64, toUInt64(1546300800123) AS ts_ms, \
          2.5 AS f, 'x' AS s, toFixedString('ab', 2) AS fs, toDate('2019-01-02') AS d, \
          toDateTime(1546300800, 'UTC') AS dt, CAST(NULL AS Nullable(String)) AS ns, \
-         toNullable(toInt32(3)) AS n3, ['a', 'b'] AS arr, count() AS c",
+         toNullable(toInt32(3)) AS n3, ['a', 'b'] AS arr, count() AS c, \
+         toLowCardinality('lc') AS lc",
         vec![
             Field::new("u8", DataType::UInt8, false),
             Field::new("i64", DataType::Int64, false),
@@ -113,6 +114,7 @@ async fn against_a_private_server() {
                 false,
             ),
             Field::new("c", DataType::Int64, false),
+            Field::new("lc", DataType::Utf8, false),
         ],
     )
     .await
