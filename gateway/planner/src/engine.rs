@@ -25,7 +25,7 @@ use crate::ingest::{EventIngest, IngestTarget};
 use crate::placeholders::number_question_marks;
 use crate::scope::ListenerScopeRule;
 use crate::settings::SessionSettings;
-use crate::streams::{QueryScope, Route, StreamsSplitRule, StreamsTable};
+use crate::streams::{QueryScope, QueryScopeOption, Route, StreamsSplitRule, StreamsTable};
 
 /// Plans SQL against the sources. One per process, shared by every session.
 #[derive(Debug)]
@@ -100,6 +100,8 @@ impl QueryEngine {
             .with_default_features()
             .with_catalog_list(Arc::new(catalogs) as Arc<dyn CatalogProviderList>)
             .with_query_planner(Arc::new(SluiceQueryPlanner))
+            // Split `streams` at the query's W after DataFusion pushed the filters into it.
+            .with_optimizer_rule(Arc::new(StreamsSplitRule))
             .build();
         Ok(Self {
             base,
@@ -185,11 +187,12 @@ impl QueryEngine {
             watermark_ms,
             routes: Mutex::new(Vec::new()),
         });
-        state.config_mut().set_extension(Arc::clone(&scope));
-        // Split `streams` at this query's W, after DataFusion pushed the filters into it.
-        let state = SessionStateBuilder::new_from_existing(state)
-            .with_optimizer_rule(Arc::new(StreamsSplitRule::new(Arc::clone(&scope))))
-            .build();
+        // The split of `streams` reads this query's W from its options.
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(QueryScopeOption(Arc::clone(&scope)));
         Ok(PlannedStatement::Query(Box::new(Query {
             state,
             plan,

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, Result, ScalarValue, TableReference, internal_err};
+use datafusion::common::{Column, Result, ScalarValue, TableReference, internal_err, plan_err};
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
@@ -121,19 +122,52 @@ fn ts_literal(ms: i64) -> Expr {
     ))
 }
 
-/// Replaces every scan of `streams` with the union of its branches at this query's `W`.
-#[derive(Debug)]
-pub(crate) struct StreamsSplitRule {
-    scope: Arc<QueryScope>,
-}
+/// The query's [`QueryScope`], carried in its config options so that one optimizer rule,
+/// registered once, reads each query's own `W`. Not settable from SQL.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryScopeOption(pub(crate) Arc<QueryScope>);
 
-impl StreamsSplitRule {
-    pub(crate) fn new(scope: Arc<QueryScope>) -> Self {
-        Self { scope }
+impl ExtensionOptions for QueryScopeOption {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
-    fn split(&self, scan: &TableScan, streams: &StreamsTable) -> Result<LogicalPlan> {
-        let w = self.scope.watermark_ms;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
+        plan_err!(
+            "{}.{key} is set by Sluice for each query, not by SQL",
+            Self::PREFIX
+        )
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        vec![]
+    }
+}
+
+impl ConfigExtension for QueryScopeOption {
+    const PREFIX: &'static str = "sluice_query";
+}
+
+/// Replaces every scan of `streams` with the union of its branches at the query's `W`.
+#[derive(Debug, Default)]
+pub(crate) struct StreamsSplitRule;
+
+impl StreamsSplitRule {
+    fn split(
+        &self,
+        scope: &QueryScope,
+        scan: &TableScan,
+        streams: &StreamsTable,
+    ) -> Result<LogicalPlan> {
+        let w = scope.watermark_ms;
         let wanted = EventFilter::from_filters(&scan.filters);
         let users = wanted
             .users
@@ -158,7 +192,7 @@ impl StreamsSplitRule {
                 continue;
             }
             branches.push(branch_plan(scan, source, branch, half)?);
-            self.scope.routes.lock().expect("routes lock").push(Route {
+            scope.routes.lock().expect("routes lock").push(Route {
                 branch,
                 source: source.name().to_string(),
                 time: range,
@@ -282,8 +316,13 @@ impl OptimizerRule for StreamsSplitRule {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
+        config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        let scope = config
+            .options()
+            .extensions
+            .get::<QueryScopeOption>()
+            .map(|s| Arc::clone(&s.0));
         plan.transform_up_with_subqueries(|node| {
             let LogicalPlan::TableScan(scan) = &node else {
                 return Ok(Transformed::no(node));
@@ -296,7 +335,10 @@ impl OptimizerRule for StreamsSplitRule {
             else {
                 return Ok(Transformed::no(node));
             };
-            Ok(Transformed::yes(self.split(scan, streams)?))
+            let Some(scope) = &scope else {
+                return internal_err!("streams planned outside a Sluice query (no watermark)");
+            };
+            Ok(Transformed::yes(self.split(scope, scan, streams)?))
         })
     }
 }
