@@ -18,15 +18,15 @@ pub trait EventSource: Debug + Send + Sync {
     /// (`ts < W` or `ts >= W`) to the filters it passes; the provider prunes with them.
     fn table(&self) -> Arc<dyn TableProvider>;
 
-    /// Adds events (a batch with the `streams` schema, no nulls) and returns how many were
-    /// new: an event already held (same listener, time and track) is stored once, so a
-    /// retried write is harmless. Sources that take no writes say so.
     /// Columns of `streams` that this source's table names differently, as
     /// `(logical, source)` pairs: ClickHouse keeps `ts` as `timestamp_ms`.
     fn renamed_columns(&self) -> &[(&'static str, &'static str)] {
         &[]
     }
 
+    /// Adds events (a batch with the `streams` schema, no nulls) and returns how many were
+    /// new: an event already held (same listener, time and track) is stored once, so a
+    /// retried write is harmless. Sources that take no writes say so.
     async fn append(&self, batch: &RecordBatch) -> Result<u64> {
         let _ = batch;
         not_impl_err!("the {} source does not accept writes", self.name())

@@ -88,10 +88,13 @@ impl ClickHouseClient {
             config: Arc::new(config),
             endpoint,
             client,
+            // Read just below.
             version: ServerVersion { major: 0, minor: 0 },
         };
         let text = this
             .text_with_timeout(
+                // Not the reader: its database may not exist yet.
+                this.client.clone(),
                 "SELECT version()",
                 "version check",
                 this.config.connect_timeout(),
@@ -164,21 +167,17 @@ impl ClickHouseClient {
 
     /// A small result as tab-separated text (version, watermark, counts).
     pub async fn text(&self, sql: &str, op: &'static str) -> Result<String> {
-        self.text_with_timeout(sql, op, self.config.query_timeout())
+        self.text_with_timeout(self.reader(), sql, op, self.config.query_timeout())
             .await
     }
 
     async fn text_with_timeout(
         &self,
+        client: clickhouse::Client,
         sql: &str,
         op: &'static str,
         timeout: Duration,
     ) -> Result<String> {
-        let client = if self.version.major == 0 {
-            self.client.clone()
-        } else {
-            self.reader()
-        };
         let fetch = async {
             let mut cursor = client
                 .query(sql)

@@ -25,15 +25,6 @@ use datafusion::sql::unparser::dialect::{
 #[derive(Debug, Default)]
 pub struct ClickHouseDialect;
 
-/// Units of `date_trunc` that ClickHouse answers exactly in UTC.
-pub(crate) const TRUNC_UNITS: &[&str] = &[
-    "year", "quarter", "month", "week", "day", "hour", "minute", "second",
-];
-/// Fields of `date_part`/`EXTRACT` that ClickHouse answers exactly in UTC.
-pub(crate) const PART_FIELDS: &[&str] = &[
-    "year", "quarter", "month", "day", "hour", "minute", "second", "dow", "doy",
-];
-
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// `e` (milliseconds) as a ClickHouse `DateTime` in UTC.
@@ -41,7 +32,8 @@ fn datetime(e: &str) -> String {
     format!("toDateTime(intDiv({e}, 1000), 'UTC')")
 }
 
-/// The SQL of `date_trunc(unit, e)` on milliseconds, giving milliseconds.
+/// The SQL of `date_trunc(unit, e)` on milliseconds, giving milliseconds; `None` for a unit
+/// ClickHouse cannot answer exactly in UTC (the pushdown rule then keeps it in the gateway).
 pub(crate) fn date_trunc_sql(unit: &str, e: &str) -> Option<String> {
     let fixed = |ms: i64| Some(format!("(intDiv({e}, {ms}) * {ms})"));
     // A `Date` converts to its day number: midnight UTC is that times a day.
@@ -59,7 +51,7 @@ pub(crate) fn date_trunc_sql(unit: &str, e: &str) -> Option<String> {
     }
 }
 
-/// The SQL of `date_part(field, e)` on milliseconds.
+/// The SQL of `date_part(field, e)` on milliseconds; `None` for a field it does not write.
 pub(crate) fn date_part_sql(field: &str, e: &str) -> Option<String> {
     let t = datetime(e);
     Some(match field {
@@ -88,6 +80,11 @@ pub(crate) fn unit_literal(e: &Expr) -> Option<String> {
         ) => Some(s.to_lowercase()),
         _ => None,
     }
+}
+
+/// A ClickHouse type by name, for `CAST(.. AS <name>)`.
+fn type_named(name: &str) -> ast::DataType {
+    ast::DataType::Custom(ast::ObjectName::from(vec![ast::Ident::new(name)]), vec![])
 }
 
 fn parse_expr(sql: &str) -> Result<ast::Expr> {
@@ -122,17 +119,11 @@ impl Dialect for ClickHouseDialect {
     }
 
     fn float64_ast_dtype(&self) -> ast::DataType {
-        ast::DataType::Custom(
-            ast::ObjectName::from(vec![ast::Ident::new("Float64")]),
-            vec![],
-        )
+        type_named("Float64")
     }
 
     fn utf8_cast_dtype(&self) -> ast::DataType {
-        ast::DataType::Custom(
-            ast::ObjectName::from(vec![ast::Ident::new("String")]),
-            vec![],
-        )
+        type_named("String")
     }
 
     fn large_utf8_cast_dtype(&self) -> ast::DataType {
@@ -140,21 +131,15 @@ impl Dialect for ClickHouseDialect {
     }
 
     fn int64_cast_dtype(&self) -> ast::DataType {
-        ast::DataType::Custom(
-            ast::ObjectName::from(vec![ast::Ident::new("Int64")]),
-            vec![],
-        )
+        type_named("Int64")
     }
 
     fn int32_cast_dtype(&self) -> ast::DataType {
-        ast::DataType::Custom(
-            ast::ObjectName::from(vec![ast::Ident::new("Int32")]),
-            vec![],
-        )
+        type_named("Int32")
     }
 
     fn int8_cast_dtype(&self) -> ast::DataType {
-        ast::DataType::Custom(ast::ObjectName::from(vec![ast::Ident::new("Int8")]), vec![])
+        type_named("Int8")
     }
 
     /// Timestamp literals are written `CAST('<ms>' AS Int64)`: see the module docs.

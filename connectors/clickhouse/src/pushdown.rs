@@ -22,7 +22,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion_federation::FederatedPlanNode;
 use datafusion_federation::sql::SQLFederationPlanner;
 
-use crate::dialect::{PART_FIELDS, TRUNC_UNITS, unit_literal};
+use crate::dialect::{date_part_sql, date_trunc_sql, unit_literal};
 
 /// Wraps the parts of a ClickHouse-only plan that ClickHouse can run in federated nodes.
 #[derive(Debug)]
@@ -234,11 +234,11 @@ fn expr_ok(expr: &Expr, schema: &DFSchema) -> bool {
             Expr::Cast(c) => cast_ok(&c.expr, c.field.data_type(), schema),
             Expr::ScalarFunction(f) => match (f.name(), f.args.as_slice()) {
                 ("date_trunc", [unit, t]) => {
-                    unit_literal(unit).is_some_and(|u| TRUNC_UNITS.contains(&u.as_str()))
+                    unit_literal(unit).is_some_and(|u| date_trunc_sql(&u, "x").is_some())
                         && millis(t, schema)
                 }
                 ("date_part", [field, t]) => {
-                    unit_literal(field).is_some_and(|u| PART_FIELDS.contains(&u.as_str()))
+                    unit_literal(field).is_some_and(|u| date_part_sql(&u, "x").is_some())
                         && millis(t, schema)
                 }
                 ("lower" | "upper", [_]) => true,

@@ -27,17 +27,8 @@ use crate::schema::{STREAMS_TABLE, WATERMARK_TABLE, create_statements};
 /// and albums were released before that.
 pub const CATALOG_COPY: &[&str] = &[TRACKS, ARTISTS];
 
-/// Rollups queryable by name: (name, description).
-pub const ROLLUPS: &[(&str, &str)] = &[
-    (
-        "plays_daily",
-        "Plays and time played per listener, day (UTC) and track, from ClickHouse's daily rollup of streams (cold events, before W). A listener sees only its own rows.",
-    ),
-    (
-        "track_first_last",
-        "First and last play and play count per listener and track, from ClickHouse's rollup of streams (cold events, before W). A listener sees only its own rows.",
-    ),
-];
+/// Rollups queryable by name (what they hold: [`crate::create_statements`]).
+pub const ROLLUPS: &[&str] = &["plays_daily", "track_first_last"];
 
 /// The cold store in ClickHouse: the raw `streams` table as the cold branch, the rollups,
 /// the catalog copy, and the watermark the loader records. Cheap to clone.
@@ -77,13 +68,14 @@ fn rollup_schema(name: &str) -> SchemaRef {
             Field::new("plays", DataType::Int64, false),
             Field::new("ms_played", DataType::Int64, false),
         ],
-        _ => vec![
+        "track_first_last" => vec![
             Field::new("user_id", DataType::Utf8, false),
             Field::new("track_uri", DataType::Utf8, false),
             Field::new("first_ts", timestamp_type(), false),
             Field::new("last_ts", timestamp_type(), false),
             Field::new("plays", DataType::Int64, false),
         ],
+        other => unreachable!("{other} is not in ROLLUPS"),
     };
     Arc::new(Schema::new(fields))
 }
@@ -110,7 +102,7 @@ impl ClickHouseColdStore {
     pub fn rollup_tables(&self) -> Vec<(String, Arc<dyn TableProvider>)> {
         ROLLUPS
             .iter()
-            .map(|(name, _)| {
+            .map(|name| {
                 (
                     name.to_string(),
                     table(&self.provider, name, rollup_schema(name)),

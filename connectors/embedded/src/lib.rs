@@ -17,5 +17,5 @@ pub use error::{Error, Result};
 pub use hot::MemoryHotStore;
 pub use open::{
     EmbeddedConfig, EmbeddedSources, default_watermark_ms, entity_batches, entity_tables,
-    events_since,
+    events_since, hot_window,
 };

@@ -43,8 +43,7 @@ impl EmbeddedSources {
     pub fn open(dataset: &Dataset, config: &EmbeddedConfig) -> Result<Self> {
         let watermark_ms = default_watermark_ms(dataset, config.hot_days);
 
-        let hot = MemoryHotStore::new();
-        load_hot_window(dataset, &hot, watermark_ms)?;
+        let hot = hot_window(dataset, watermark_ms)?;
         let cold = ParquetColdStore::open(dataset)?;
         let entities = entity_tables(dataset)?;
         info!(
@@ -154,10 +153,12 @@ fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
-/// Fills the hot store with the events at or after `W`.
-fn load_hot_window(dataset: &Dataset, hot: &MemoryHotStore, watermark_ms: i64) -> Result<()> {
+/// An in-memory hot store holding the dataset's events at or after `W`.
+pub fn hot_window(dataset: &Dataset, watermark_ms: i64) -> Result<MemoryHotStore> {
+    let hot = MemoryHotStore::new();
     events_since(dataset, watermark_ms, |batch| {
         hot.append(&batch)?;
         Ok(())
-    })
+    })?;
+    Ok(hot)
 }

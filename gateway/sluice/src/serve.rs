@@ -9,7 +9,7 @@ use sluice_catalog::{Dataset, GenerateConfig};
 use sluice_connector_api::{EventSource, Sources, Watermark};
 use sluice_connector_clickhouse::{ClickHouseColdStore, ClickHouseConfig, ClickHouseWatermark};
 use sluice_connector_embedded::{
-    EmbeddedConfig, EmbeddedSources, MemoryHotStore, ParquetColdStore, entity_tables, events_since,
+    EmbeddedConfig, EmbeddedSources, ParquetColdStore, entity_tables, hot_window,
 };
 use sluice_connector_redis::{RedisConfig, RedisHotStore, RedisWatermark};
 use sluice_flight::SluiceFlightService;
@@ -235,12 +235,7 @@ async fn open_sources(
         None => {
             // The dataset's events from ClickHouse's W on, in memory.
             let watermark = ClickHouseWatermark::new(cold.clone());
-            let w = watermark.current_ms().await?;
-            let hot = MemoryHotStore::new();
-            events_since(dataset, w, |batch| {
-                hot.append(&batch)?;
-                Ok(())
-            })?;
+            let hot = hot_window(dataset, watermark.current_ms().await?)?;
             (Arc::new(hot), Arc::new(watermark), "memory".to_string())
         }
     };
