@@ -94,6 +94,28 @@ impl Dataset {
     }
 
     /// The user ids of the dataset's listeners.
+    /// Where the rollup `table` of the events before `w_ms` is kept (built from the events
+    /// on first use: `rollups/w<W>/<table>.parquet`).
+    pub fn rollup_file(&self, table: &str, w_ms: i64) -> PathBuf {
+        self.root
+            .join("rollups")
+            .join(format!("w{w_ms}"))
+            .join(format!("{table}.parquet"))
+    }
+
+    /// Writes a rollup's rows to [`Self::rollup_file`], whole or not at all (through a
+    /// temporary file), so a reader never sees half of one.
+    pub fn write_rollup(&self, table: &str, w_ms: i64, batches: &[RecordBatch]) -> Result<PathBuf> {
+        let path = self.rollup_file(table, w_ms);
+        let dir = path.parent().expect("a rollup file has a folder");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let partial = path.with_extension("parquet.partial");
+        let schema = crate::table(table).expect("declared rollup").schema();
+        write_parquet(&partial, schema, batches)?;
+        std::fs::rename(&partial, &path).map_err(io(&path))?;
+        Ok(path)
+    }
+
     pub fn user_ids(&self) -> Vec<String> {
         (0..self.manifest.users)
             .map(|u| user_id(u, self.manifest.users))

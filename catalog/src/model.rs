@@ -236,6 +236,57 @@ static TABLES: LazyLock<Vec<TableDef>> = LazyLock::new(|| {
             vec!["album_uri"],
             vec![fk("artist_uri", ARTISTS, "artist_uri")],
         ),
+        TableDef::new(
+            PLAYS_DAILY,
+            "Rollup of streams before the watermark W: plays and time played per listener, \
+             UTC day and track. Sluice reads it by itself for counts over whole days; query it \
+             directly only for days before W.",
+            TableKind::UserKeyed,
+            vec![
+                col("user_id", DataType::Utf8, false, "The listener."),
+                col(
+                    "day",
+                    timestamp_type(),
+                    false,
+                    "Start of the UTC day (midnight).",
+                ),
+                col(
+                    "track_uri",
+                    DataType::Utf8,
+                    false,
+                    "The track; joins tracks.track_uri.",
+                ),
+                col("plays", DataType::Int64, false, "Plays that day."),
+                col(
+                    "ms_played",
+                    DataType::Int64,
+                    false,
+                    "Milliseconds played that day.",
+                ),
+            ],
+            vec!["user_id", "day", "track_uri"],
+            vec![fk("track_uri", TRACKS, "track_uri")],
+        ),
+        TableDef::new(
+            TRACK_FIRST_LAST,
+            "Rollup of streams before the watermark W: first and last play and plays per \
+             listener and track. Sluice reads it by itself for whole-history questions.",
+            TableKind::UserKeyed,
+            vec![
+                col("user_id", DataType::Utf8, false, "The listener."),
+                col(
+                    "track_uri",
+                    DataType::Utf8,
+                    false,
+                    "The track; joins tracks.track_uri.",
+                ),
+                col("first_ts", timestamp_type(), false, "First play before W."),
+                col("last_ts", timestamp_type(), false, "Last play before W."),
+                col("plays", DataType::Int64, false, "Plays before W."),
+            ],
+            vec!["user_id", "track_uri"],
+            vec![fk("track_uri", TRACKS, "track_uri")],
+        ),
     ]
 });
 
@@ -247,6 +298,10 @@ pub const TRACKS: &str = "tracks";
 pub const ARTISTS: &str = "artists";
 /// Name of the albums table.
 pub const ALBUMS: &str = "albums";
+/// Name of the daily rollup by track.
+pub const PLAYS_DAILY: &str = "plays_daily";
+/// Name of the first/last rollup by track.
+pub const TRACK_FIRST_LAST: &str = "track_first_last";
 
 /// Every logical table of `sluice.public`, in a stable order.
 pub fn tables() -> &'static [TableDef] {
@@ -283,13 +338,34 @@ mod tests {
     }
 
     #[test]
-    fn only_streams_is_user_keyed() {
+    fn user_keyed_tables_are_streams_and_its_rollups_and_have_user_id() {
         let keyed: Vec<_> = tables()
             .iter()
             .filter(|t| t.kind == TableKind::UserKeyed)
             .map(|t| t.name)
             .collect();
-        assert_eq!(keyed, vec![STREAMS]);
-        assert!(table(STREAMS).unwrap().column("user_id").is_some());
+        assert_eq!(keyed, vec![STREAMS, PLAYS_DAILY, TRACK_FIRST_LAST]);
+        for name in keyed {
+            assert!(table(name).unwrap().column("user_id").is_some());
+        }
+    }
+
+    #[test]
+    fn every_rollup_is_a_declared_table_with_its_columns() {
+        for r in crate::rollups() {
+            let t = table(r.table).unwrap();
+            let kept = r
+                .keys
+                .iter()
+                .copied()
+                .chain([r.plays])
+                .chain([r.ms_played, r.first_ts, r.last_ts].into_iter().flatten());
+            for c in kept {
+                assert!(t.column(c).is_some(), "{}.{c}", r.table);
+            }
+            if let crate::RollupGrain::Day { column } = r.grain {
+                assert_eq!(t.column(column).unwrap().data_type, timestamp_type());
+            }
+        }
     }
 }

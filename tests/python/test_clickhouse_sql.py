@@ -1,5 +1,6 @@
 """Golden files of the SQL Sluice sends ClickHouse for the seed questions, read from `EXPLAIN`
-(the statements a `VirtualExecutionPlan` runs) against the private ClickHouse. Times are
+(the statements a `VirtualExecutionPlan` runs) against the private ClickHouse, and of the
+route EXPLAIN describes in words (its `sluice_route` row: sources, rollups and why). Times are
 written back as readable placeholders (`<W>`, `<2021-01-01T00:00:00Z>`) so the files do not
 change with the day the tests run. Regenerate with `SLUICE_BLESS=1` and review the diff."""
 
@@ -13,6 +14,7 @@ import pytest
 from conftest import END, REPO, connect
 
 GOLDEN = REPO / "tests" / "golden" / "clickhouse"
+GOLDEN_ROUTES = REPO / "tests" / "golden" / "explain"
 W = dt.datetime.combine(END - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
 W_MS = int(W.timestamp() * 1000)
 
@@ -63,10 +65,19 @@ def placeholder(m):
     return "<" + t.strftime("%Y-%m-%dT%H:%M:%SZ") + ">"
 
 
-def sent_sql(conn, sql):
+def explain(conn, sql):
     with conn.cursor() as cur:
         cur.execute("EXPLAIN " + sql)
-        text = "\n".join(str(v) for row in cur.fetchall() for v in row)
+        return cur.fetchall()
+
+
+def route_text(conn, sql):
+    [route] = [plan for kind, plan in explain(conn, sql) if kind == "sluice_route"]
+    return route.replace(W.strftime("%Y-%m-%dT%H:%M:%SZ"), "<W>") + "\n"
+
+
+def sent_sql(conn, sql):
+    text = "\n".join(str(v) for row in explain(conn, sql) for v in row)
     # Per statement, the SQL as finally sent: the last of base_sql and its rewrites.
     statements = []
     for line in text.splitlines():
@@ -81,15 +92,26 @@ def sent_sql(conn, sql):
     return "\n".join(out) + "\n"
 
 
+def compare_golden(path, got):
+    if os.environ.get("SLUICE_BLESS") == "1" or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(got)
+        if os.environ.get("SLUICE_BLESS") != "1":
+            pytest.fail(f"wrote new golden file {path}; review it and run again")
+    assert got == path.read_text(), f"{path.name} changed; SLUICE_BLESS=1 regenerates it"
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sql_sent_to_clickhouse(clickhouse_server, name):
     principal, sql = CASES[name]
     with connect(clickhouse_server, principal) as conn:
         got = sent_sql(conn, sql)
-    path = GOLDEN / f"{name}.sql"
-    if os.environ.get("SLUICE_BLESS") == "1" or not path.exists():
-        GOLDEN.mkdir(parents=True, exist_ok=True)
-        path.write_text(got)
-        if os.environ.get("SLUICE_BLESS") != "1":
-            pytest.fail(f"wrote new golden file {path}; review it and run again")
-    assert got == path.read_text(), f"SQL for {name} changed; SLUICE_BLESS=1 regenerates {path}"
+    compare_golden(GOLDEN / f"{name}.sql", got)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_explain_describes_the_route(clickhouse_server, name):
+    principal, sql = CASES[name]
+    with connect(clickhouse_server, principal) as conn:
+        got = route_text(conn, sql)
+    compare_golden(GOLDEN_ROUTES / f"{name}.txt", got)

@@ -21,4 +21,4 @@ pub use dialect::ClickHouseDialect;
 pub use error::{Error, Result};
 pub use executor::ClickHouseExecutor;
 pub use schema::{STREAMS_TABLE, WATERMARK_TABLE, create_statements};
-pub use store::{CATALOG_COPY, ClickHouseColdStore, ClickHouseWatermark, ROLLUPS};
+pub use store::{CATALOG_COPY, ClickHouseColdStore, ClickHouseWatermark};

@@ -4,7 +4,8 @@
 //! - `streams`: raw events, `ORDER BY (user_id, timestamp_ms)` and *no* partitioning (monthly
 //!   partitions made one listener's reads 2–6x slower: every part is a separate index probe).
 //! - `plays_daily` (view over `plays_daily_state`, a `SummingMergeTree` by listener, day and
-//!   track, fed by a materialized view): plays and time played per day.
+//!   track, fed by a materialized view): plays and time played per day; `day` is the ms of
+//!   the day's start.
 //! - `track_first_last` (view over `track_first_last_state`, an `AggregatingMergeTree` by
 //!   listener and track): first and last play and play count, which makes "my first stream"
 //!   and "when did I first hear X" one key lookup.
@@ -23,7 +24,9 @@ pub const WATERMARK_TABLE: &str = "sluice_watermark";
 /// `CREATE ... IF NOT EXISTS` statements, in order (tables before the views that read them).
 pub fn create_statements(database: &str) -> Vec<String> {
     let db = quote(database);
-    let day = "toDate(toDateTime(intDiv(timestamp_ms, 1000), 'UTC'))";
+    // A day as the ms of its start (UTC), like every time Sluice keeps in ClickHouse: no
+    // `Date`, whose range starts in 1970 on 18.16.
+    let day = "intDiv(timestamp_ms, 86400000) * 86400000";
     vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!(
@@ -33,7 +36,7 @@ pub fn create_statements(database: &str) -> Vec<String> {
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.plays_daily_state (\
-             user_id String, day Date, track_uri String, plays UInt64, ms_played UInt64\
+             user_id String, day UInt64, track_uri String, plays UInt64, ms_played UInt64\
              ) ENGINE = SummingMergeTree() ORDER BY (user_id, day, track_uri)"
         ),
         format!(

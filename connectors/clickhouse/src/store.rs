@@ -27,9 +27,6 @@ use crate::schema::{STREAMS_TABLE, WATERMARK_TABLE, create_statements};
 /// and albums were released before that.
 pub const CATALOG_COPY: &[&str] = &[TRACKS, ARTISTS];
 
-/// Rollups queryable by name (what they hold: [`crate::create_statements`]).
-pub const ROLLUPS: &[&str] = &["plays_daily", "track_first_last"];
-
 /// The cold store in ClickHouse: the raw `streams` table as the cold branch, the rollups,
 /// the catalog copy, and the watermark the loader records. Cheap to clone.
 #[derive(Clone)]
@@ -59,27 +56,6 @@ fn remote_streams_schema() -> SchemaRef {
     ]))
 }
 
-fn rollup_schema(name: &str) -> SchemaRef {
-    let fields = match name {
-        "plays_daily" => vec![
-            Field::new("user_id", DataType::Utf8, false),
-            Field::new("day", DataType::Date32, false),
-            Field::new("track_uri", DataType::Utf8, false),
-            Field::new("plays", DataType::Int64, false),
-            Field::new("ms_played", DataType::Int64, false),
-        ],
-        "track_first_last" => vec![
-            Field::new("user_id", DataType::Utf8, false),
-            Field::new("track_uri", DataType::Utf8, false),
-            Field::new("first_ts", timestamp_type(), false),
-            Field::new("last_ts", timestamp_type(), false),
-            Field::new("plays", DataType::Int64, false),
-        ],
-        other => unreachable!("{other} is not in ROLLUPS"),
-    };
-    Arc::new(Schema::new(fields))
-}
-
 impl ClickHouseColdStore {
     /// Connects and checks the server answers. The tables are declared, not inspected:
     /// `sluice clickhouse init` creates exactly these.
@@ -98,25 +74,24 @@ impl ClickHouseColdStore {
         &self.client
     }
 
-    /// The rollups, by name, for clients to query directly.
+    /// The rollups declared in [`sluice_catalog::rollups`], by name (what ClickHouse keeps
+    /// for each: [`crate::create_statements`]).
     pub fn rollup_tables(&self) -> Vec<(String, Arc<dyn TableProvider>)> {
-        ROLLUPS
-            .iter()
-            .map(|name| {
-                (
-                    name.to_string(),
-                    table(&self.provider, name, rollup_schema(name)),
-                )
-            })
-            .collect()
+        self.tables(sluice_catalog::rollups().iter().map(|r| r.table))
     }
 
     /// The catalog copy in ClickHouse (`tracks`, `artists`; see [`CATALOG_COPY`]), for joins
     /// ClickHouse runs itself.
     pub fn entity_tables(&self) -> Vec<(String, Arc<dyn TableProvider>)> {
-        CATALOG_COPY
-            .iter()
-            .copied()
+        self.tables(CATALOG_COPY.iter().copied())
+    }
+
+    /// ClickHouse tables named like the logical tables they hold, with their schemas.
+    fn tables<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+    ) -> Vec<(String, Arc<dyn TableProvider>)> {
+        names
             .map(|name| {
                 let schema = sluice_catalog::table(name).expect("declared").schema();
                 (name.to_string(), table(&self.provider, name, schema))

@@ -1,5 +1,7 @@
+use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -25,16 +27,25 @@ impl ParquetColdStore {
             path: dir.clone(),
             source,
         })?;
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(sluice_catalog::streams_schema());
         Ok(Self {
-            table: Arc::new(ListingTable::try_new(config)?),
+            table: parquet_table(&dir, sluice_catalog::streams_schema())?,
         })
     }
+}
+
+/// The Parquet files at `path` (a folder, or one file) as a table with `schema`.
+pub(crate) fn parquet_table(path: &Path, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    let url = if path.is_dir() {
+        format!("{}/", path.display())
+    } else {
+        path.display().to_string()
+    };
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(ListingTableUrl::parse(url)?)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 #[async_trait::async_trait]

@@ -5,12 +5,14 @@
 //! - cold: the dataset's Parquet files ([`ParquetColdStore`]), read for `ts < W`;
 //! - hot: an in-memory store ([`MemoryHotStore`]) of the events at or after `W`, per listener
 //!   and in time order, as Redis holds them;
-//! - entities: `tracks`, `artists`, `albums` as in-memory Arrow tables.
+//! - entities: `tracks`, `artists`, `albums` as in-memory Arrow tables;
+//! - rollups: the declared rollups of the events before `W`, built once as Parquet files.
 
 mod cold;
 mod error;
 mod hot;
 mod open;
+mod rollups;
 
 pub use cold::ParquetColdStore;
 pub use error::{Error, Result};
@@ -19,3 +21,4 @@ pub use open::{
     EmbeddedConfig, EmbeddedSources, default_watermark_ms, entity_batches, entity_tables,
     events_since, hot_window,
 };
+pub use rollups::rollup_tables;

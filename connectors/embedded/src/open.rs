@@ -14,6 +14,7 @@ use tracing::info;
 use crate::cold::ParquetColdStore;
 use crate::error::{Error, Result};
 use crate::hot::MemoryHotStore;
+use crate::rollups::rollup_tables;
 
 /// How to serve a dataset folder.
 #[derive(Debug, Clone)]
@@ -46,6 +47,7 @@ impl EmbeddedSources {
         let hot = hot_window(dataset, watermark_ms)?;
         let cold = ParquetColdStore::open(dataset)?;
         let entities = entity_tables(dataset)?;
+        let rollups = rollup_tables(dataset, watermark_ms)?;
         info!(
             dataset = %dataset.root().display(),
             hot_events = hot.len(),
@@ -59,7 +61,7 @@ impl EmbeddedSources {
                 watermark: Arc::new(FixedWatermark(watermark_ms)),
                 entities,
                 remote_entities: vec![],
-                rollups: vec![],
+                rollups,
             },
             hot,
         })

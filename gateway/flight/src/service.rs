@@ -34,7 +34,7 @@ use datafusion::common::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use sluice_auth::{Authenticator, Principal};
-use sluice_planner::{IngestTarget, PlannedStatement, Query, QueryEngine, Route, RouteBranch};
+use sluice_planner::{IngestTarget, PlannedStatement, Query, QueryEngine};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span};
@@ -148,34 +148,6 @@ fn batch_stream(batch: RecordBatch) -> Response<DoGetStream> {
     Response::new(Box::pin(stream))
 }
 
-fn describe_route(routes: &[Route], watermark_ms: i64) -> String {
-    if routes.is_empty() {
-        return "catalog only".to_string();
-    }
-    let w = chrono_like(watermark_ms);
-    routes
-        .iter()
-        .map(|r| {
-            let branch = match r.branch {
-                RouteBranch::Cold => format!("cold {} ts < {w}", r.source),
-                RouteBranch::Hot => format!("hot {} ts >= {w}", r.source),
-            };
-            match &r.users {
-                Some(u) if u.len() <= 3 => format!("{branch} users {}", u.join(",")),
-                Some(u) => format!("{branch} {} users", u.len()),
-                None => format!("{branch} all users"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn chrono_like(ms: i64) -> String {
-    datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
-
 /// One parameter row (the first row of `batch`) as scalars.
 fn parameter_row(batches: &[RecordBatch]) -> Result<Option<Vec<ScalarValue>>> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -255,7 +227,7 @@ impl SluiceSqlService {
             }
             PlannedStatement::Query(query) => {
                 let query = *query;
-                let query = match params {
+                let mut query = match params {
                     Some(values) => {
                         let values = coerce_parameters(&query, values)?;
                         query.bind(values)?
@@ -263,11 +235,15 @@ impl SluiceSqlService {
                     None => query,
                 };
                 let schema = query.schema();
+                // The route is chosen now, so the FlightInfo can say how the result is
+                // computed (its app_metadata: the manifest as JSON).
+                query.optimize()?;
+                let manifest = query.manifest().to_json();
                 let id = self.sessions.park(query, Arc::clone(&caller.principal));
                 let ticket = TicketStatementQuery {
                     statement_handle: id.into(),
                 };
-                flight_info(&schema, ticket, descriptor, -1)
+                Ok(flight_info(&schema, ticket, descriptor, -1)?.with_app_metadata(manifest))
             }
         }
     }
@@ -275,15 +251,14 @@ impl SluiceSqlService {
     /// Runs a planned query and streams its batches.
     async fn run(&self, caller: &Caller, query: Query, ticket: Vec<u8>) -> Result<DoGetStream> {
         let schema: SchemaRef = query.schema();
-        let watermark_ms = query.watermark_ms();
-        let (stream, routes) = query
+        let (stream, manifest) = query
             .execute()
             .instrument(info_span!("execute", principal = %caller.principal.name()))
             .await?;
         info!(
             principal = %caller.principal.name(),
             role = %caller.principal.role(),
-            route = %describe_route(&routes, watermark_ms),
+            route = %manifest.summary(),
             "query started"
         );
         let batches = ResultStream::new(

@@ -1,6 +1,7 @@
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
@@ -12,7 +13,9 @@ use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
 use sluice_auth::{Principal, Role};
 use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
 use sluice_connector_api::{Sources, Watermark};
@@ -22,10 +25,12 @@ use crate::error::{Error, Result};
 use crate::federation::{CatalogTable, SluiceQueryPlanner};
 use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
 use crate::ingest::{EventIngest, IngestTarget};
+use crate::manifest::Manifest;
 use crate::placeholders::number_question_marks;
+use crate::rollups::{AggregateSplitRule, AvailableRollup};
 use crate::scope::ListenerScopeRule;
 use crate::settings::SessionSettings;
-use crate::streams::{QueryScope, QueryScopeOption, Route, StreamsSplitRule, StreamsTable};
+use crate::streams::{QueryScope, QueryScopeOption, StreamsSplitRule, StreamsTable};
 
 /// Plans SQL against the sources. One per process, shared by every session.
 #[derive(Debug)]
@@ -51,6 +56,8 @@ pub struct Query {
     state: SessionState,
     plan: LogicalPlan,
     scope: Arc<QueryScope>,
+    /// Whether `plan` has been through the optimizer (routes and rollups chosen).
+    optimized: bool,
 }
 
 fn internal(e: datafusion::error::DataFusionError) -> Error {
@@ -65,7 +72,10 @@ impl QueryEngine {
         public
             .register_table(
                 STREAMS.to_string(),
-                Arc::new(StreamsTable::new(Arc::clone(&sources.hot), sources.cold)),
+                Arc::new(StreamsTable::new(
+                    Arc::clone(&sources.hot),
+                    Arc::clone(&sources.cold),
+                )),
             )
             .map_err(internal)?;
         let mut remote_entities = sources.remote_entities;
@@ -78,6 +88,19 @@ impl QueryEngine {
                 .register_table(name, Arc::new(CatalogTable::new(table, remote)))
                 .map_err(internal)?;
         }
+        // In the declared order (fewest rows first), whatever order the source lists them.
+        let rollups = sluice_catalog::rollups()
+            .iter()
+            .filter_map(|def| {
+                let (_, table) = sources.rollups.iter().find(|(n, _)| n == def.table)?;
+                Some(AvailableRollup {
+                    def,
+                    federated: crate::federation::remote_name(table).is_some(),
+                    table: Arc::clone(table),
+                    source: sources.cold.name().to_string(),
+                })
+            })
+            .collect();
         for (name, table) in sources.rollups {
             public.register_table(name, table).map_err(internal)?;
         }
@@ -100,7 +123,10 @@ impl QueryEngine {
             .with_default_features()
             .with_catalog_list(Arc::new(catalogs) as Arc<dyn CatalogProviderList>)
             .with_query_planner(Arc::new(SluiceQueryPlanner))
-            // Split `streams` at the query's W after DataFusion pushed the filters into it.
+            // After DataFusion pushed the filters into `streams`: aggregates over it split
+            // into partials per source (rollups where exact), then every other read of it
+            // split at the query's W.
+            .with_optimizer_rule(Arc::new(AggregateSplitRule::new(rollups)))
             .with_optimizer_rule(Arc::new(StreamsSplitRule))
             .build();
         Ok(Self {
@@ -185,7 +211,10 @@ impl QueryEngine {
         let watermark_ms = self.watermark.current_ms().await.map_err(Error::Execute)?;
         let scope = Arc::new(QueryScope {
             watermark_ms,
+            route: settings.route(),
+            freshness: settings.freshness(),
             routes: Mutex::new(Vec::new()),
+            rollups: Mutex::new(Vec::new()),
         });
         // The split of `streams` reads this query's W from its options.
         state
@@ -197,6 +226,7 @@ impl QueryEngine {
             state,
             plan,
             scope,
+            optimized: false,
         })))
     }
 }
@@ -250,9 +280,13 @@ impl Query {
         self.scope.watermark_ms
     }
 
-    /// Plans the query physically and starts it. Returns the result stream and the reads of
-    /// `streams` the plan makes.
-    pub async fn execute(self) -> Result<(SendableRecordBatchStream, Vec<Route>)> {
+    /// Chooses the route: runs the optimizer (the split of `streams`, rollups, pushdown),
+    /// which fixes `now()` for the query. Call after binding parameters; [`Self::manifest`]
+    /// then tells how the result will be computed. [`Self::execute`] does it if not done.
+    pub fn optimize(&mut self) -> Result<()> {
+        if self.optimized {
+            return Ok(());
+        }
         if !self
             .plan
             .get_parameter_types()
@@ -263,16 +297,71 @@ impl Query {
                 "the statement has parameters; bind values before running it".into(),
             ));
         }
-        let mut state = self.state;
         // Fixes now() and friends for the whole query.
-        state.mark_start_execution();
-        let physical = state
-            .create_physical_plan(&self.plan)
+        self.state.mark_start_execution();
+        self.plan = self.state.optimize(&self.plan).map_err(Error::Plan)?;
+        self.optimized = true;
+        Ok(())
+    }
+
+    /// How the result is computed: sources, rollups, `W`, freshness. Complete once the
+    /// query is optimized.
+    pub fn manifest(&self) -> Manifest {
+        Manifest::new(
+            self.scope.watermark_ms,
+            self.scope.route,
+            self.scope.freshness,
+            &self.scope.routes.lock().expect("routes lock"),
+            &self.scope.rollups.lock().expect("rollups lock"),
+        )
+    }
+
+    /// Plans the query physically and starts it. `EXPLAIN` gains a `sluice_route` row: the
+    /// route in words ([`Manifest::describe`]).
+    pub async fn execute(mut self) -> Result<(SendableRecordBatchStream, Manifest)> {
+        self.optimize()?;
+        let physical = self
+            .state
+            .query_planner()
+            .create_physical_plan(&self.plan, &self.state)
             .await
             .map_err(Error::Plan)?;
         debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
-        let stream = execute_stream(physical, state.task_ctx()).map_err(Error::Execute)?;
-        let routes = self.scope.routes.lock().expect("routes lock").clone();
-        Ok((stream, routes))
+        let stream = execute_stream(physical, self.state.task_ctx()).map_err(Error::Execute)?;
+        let manifest = self.manifest();
+        let stream = match self.plan {
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
+                with_route_row(stream, &manifest.describe())?
+            }
+            _ => stream,
+        };
+        Ok((stream, manifest))
     }
 }
+
+/// An EXPLAIN result with one more row, `sluice_route`, after DataFusion's.
+fn with_route_row(
+    stream: SendableRecordBatchStream,
+    route: &str,
+) -> Result<SendableRecordBatchStream> {
+    let schema = stream.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .zip([SLUICE_ROUTE, route])
+        .map(|(f, v)| {
+            let text: ArrayRef = Arc::new(StringArray::from(vec![v]));
+            cast(&text, f.data_type())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Execute(e.into()))?;
+    let row =
+        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| Error::Execute(e.into()))?;
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream.chain(futures::stream::once(async move { Ok(row) })),
+    )))
+}
+
+/// The `plan_type` of the route row EXPLAIN gains.
+const SLUICE_ROUTE: &str = "sluice_route";

@@ -10,6 +10,8 @@
 //! - `federation`: catalog joins placed where they are cheapest, then the parts of the plan a
 //!   remote engine (ClickHouse) can run handed to it as SQL (datafusion-federation);
 //! - `information_schema`: the tables and columns with their descriptions;
+//! - `manifest`: how a result was computed (sources, rollups, `W`), for the client, EXPLAIN
+//!   and the log;
 //! - `source_reads`: what each source returned, counted when the plan runs;
 //! - `ingest`: an admin's new events, checked and written to the hot store.
 
@@ -18,7 +20,9 @@ mod error;
 mod federation;
 mod information_schema;
 mod ingest;
+mod manifest;
 mod placeholders;
+mod rollups;
 mod scope;
 mod settings;
 mod source_reads;
@@ -30,5 +34,7 @@ pub use engine::{PlannedStatement, Query, QueryEngine};
 pub use error::{Error, ErrorKind, Result};
 pub use information_schema::{ListedTable, listed_tables, sql_type_name};
 pub use ingest::IngestTarget;
-pub use settings::SessionSettings;
+pub use manifest::{Manifest, ManifestRead, PassedOver};
+pub use rollups::RollupChoice;
+pub use settings::{Freshness, RouteMode, SessionSettings};
 pub use streams::{Route, RouteBranch};

@@ -1,4 +1,6 @@
-//! Per-session settings: `SET name = value` and Flight SQL's SetSessionOptions.
+//! Per-session settings: `SET name = value` and Flight SQL's SetSessionOptions. Sluice's own
+//! are `sluice.route` ([`RouteMode`]) and `sluice.freshness` ([`Freshness`]); the rest are
+//! DataFusion options.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +20,47 @@ const SETTABLE_PREFIXES: &[&str] = &[
 
 /// Settings that would let a session read outside what the gateway serves.
 const FORBIDDEN: &[&str] = &["datafusion.execution.listing_table_ignore_subdirectory"];
+
+/// `sluice.route`: how a query may be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteMode {
+    /// The cheapest route: rollups, partial aggregates per source (the default).
+    #[default]
+    Auto,
+    /// Raw events only, aggregated in one place: the reference the routes are checked against.
+    Raw,
+}
+
+/// `sluice.freshness`: which events a query sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Freshness {
+    /// Every event, up to the last one ingested (the default).
+    #[default]
+    Live,
+    /// Only the cold store's events (before `W`); the hot store is not read.
+    Cold,
+}
+
+impl RouteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteMode::Auto => "auto",
+            RouteMode::Raw => "raw",
+        }
+    }
+}
+
+impl Freshness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Live => "live",
+            Freshness::Cold => "cold",
+        }
+    }
+}
+
+const ROUTE: &str = "sluice.route";
+const FRESHNESS: &str = "sluice.freshness";
 
 /// The settings one session has changed, applied to every query it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +82,26 @@ impl SessionSettings {
             name: name.clone(),
             problem: p,
         };
+        if name.starts_with("sluice.") {
+            let value = value.trim().to_ascii_lowercase();
+            let allowed: &[&str] = match name.as_str() {
+                ROUTE => &["auto", "raw"],
+                FRESHNESS => &["live", "cold"],
+                _ => {
+                    return Err(problem(format!(
+                        "is not a Sluice setting (there are {ROUTE} and {FRESHNESS})"
+                    )));
+                }
+            };
+            if !allowed.contains(&value.as_str()) {
+                return Err(problem(format!(
+                    "'{value}' is not one of {}",
+                    allowed.join(", ")
+                )));
+            }
+            self.values.insert(name, value);
+            return Ok(());
+        }
         if FORBIDDEN.contains(&name.as_str())
             || !SETTABLE_PREFIXES.iter().any(|p| name.starts_with(p))
         {
@@ -59,9 +122,29 @@ impl SessionSettings {
         Ok(())
     }
 
-    /// Applies the settings to a query's options.
+    /// The session's `sluice.route`.
+    pub fn route(&self) -> RouteMode {
+        match self.values.get(ROUTE).map(String::as_str) {
+            Some("raw") => RouteMode::Raw,
+            _ => RouteMode::Auto,
+        }
+    }
+
+    /// The session's `sluice.freshness`.
+    pub fn freshness(&self) -> Freshness {
+        match self.values.get(FRESHNESS).map(String::as_str) {
+            Some("cold") => Freshness::Cold,
+            _ => Freshness::Live,
+        }
+    }
+
+    /// Applies the DataFusion settings to a query's options.
     pub(crate) fn apply(&self, options: &mut ConfigOptions) -> Result<()> {
-        for (k, v) in &self.values {
+        for (k, v) in self
+            .values
+            .iter()
+            .filter(|(k, _)| !k.starts_with("sluice."))
+        {
             options.set(k, v).map_err(|e| Error::Setting {
                 name: k.clone(),
                 problem: e.strip_backtrace(),
@@ -94,5 +177,24 @@ mod tests {
         );
         assert!(s.set("datafusion.execution.batch_size", "lots").is_err());
         assert!(s.set("datafusion.execution.no_such_thing", "1").is_err());
+    }
+
+    #[test]
+    fn sluice_settings_take_their_values_only() {
+        let mut s = SessionSettings::default();
+        assert_eq!(
+            (s.route(), s.freshness()),
+            (RouteMode::Auto, Freshness::Live)
+        );
+        s.set("SLUICE.ROUTE", "Raw").unwrap();
+        s.set("sluice.freshness", "cold").unwrap();
+        assert_eq!(
+            (s.route(), s.freshness()),
+            (RouteMode::Raw, Freshness::Cold)
+        );
+        assert!(s.set("sluice.route", "fast").is_err());
+        assert!(s.set("sluice.watermark", "0").is_err());
+        let mut options = ConfigOptions::new();
+        s.apply(&mut options).unwrap();
     }
 }

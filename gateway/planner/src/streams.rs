@@ -28,6 +28,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use sluice_catalog::TIME_ZONE;
 use sluice_connector_api::{EventFilter, EventSource, TimeRange};
 
+use crate::rollups::RollupChoice;
+use crate::settings::{Freshness, RouteMode};
 use crate::source_reads::CountedTable;
 
 /// Which branch of `streams` a read went to.
@@ -58,13 +60,19 @@ pub struct Route {
     pub time: TimeRange,
     /// The listeners read, if the filters named them.
     pub users: Option<Vec<String>>,
+    /// The rollup read instead of raw events, if any.
+    pub rollup: Option<String>,
 }
 
-/// What one query carries through planning: its watermark and the reads it planned.
+/// What one query carries through planning: its watermark and route settings, and the reads
+/// and rollup choices it planned.
 #[derive(Debug)]
 pub(crate) struct QueryScope {
     pub(crate) watermark_ms: i64,
+    pub(crate) route: RouteMode,
+    pub(crate) freshness: Freshness,
     pub(crate) routes: Mutex<Vec<Route>>,
+    pub(crate) rollups: Mutex<Vec<RollupChoice>>,
 }
 
 /// The `streams` table as the SQL planner sees it: both branches behind one name. It is
@@ -115,7 +123,7 @@ impl TableProvider for StreamsTable {
     }
 }
 
-fn ts_literal(ms: i64) -> Expr {
+pub(crate) fn ts_literal(ms: i64) -> Expr {
     lit(ScalarValue::TimestampMillisecond(
         Some(ms),
         Some(TIME_ZONE.into()),
@@ -152,6 +160,17 @@ impl ExtensionOptions for QueryScopeOption {
     }
 }
 
+impl QueryScopeOption {
+    /// The scope of the query being optimized, if it is a Sluice query.
+    pub(crate) fn of(config: &dyn OptimizerConfig) -> Option<Arc<QueryScope>> {
+        config
+            .options()
+            .extensions
+            .get::<QueryScopeOption>()
+            .map(|s| Arc::clone(&s.0))
+    }
+}
+
 impl ConfigExtension for QueryScopeOption {
     const PREFIX: &'static str = "sluice_query";
 }
@@ -165,7 +184,8 @@ impl StreamsSplitRule {
         &self,
         scope: &QueryScope,
         scan: &TableScan,
-        streams: &StreamsTable,
+        cold: &Arc<dyn EventSource>,
+        hot: &Arc<dyn EventSource>,
     ) -> Result<LogicalPlan> {
         let w = scope.watermark_ms;
         let wanted = EventFilter::from_filters(&scan.filters);
@@ -177,18 +197,21 @@ impl StreamsSplitRule {
         for (branch, source, range, half) in [
             (
                 RouteBranch::Cold,
-                &streams.cold,
+                cold,
                 wanted.time.before(w),
                 col("ts").lt(ts_literal(w)),
             ),
             (
                 RouteBranch::Hot,
-                &streams.hot,
+                hot,
                 wanted.time.at_or_after(w),
                 col("ts").gt_eq(ts_literal(w)),
             ),
         ] {
-            if range.is_empty() || wanted.is_empty() {
+            if range.is_empty()
+                || wanted.is_empty()
+                || (branch == RouteBranch::Hot && scope.freshness == Freshness::Cold)
+            {
                 continue;
             }
             branches.push(branch_plan(scan, source, branch, half)?);
@@ -197,6 +220,7 @@ impl StreamsSplitRule {
                 source: source.name().to_string(),
                 time: range,
                 users: users.clone(),
+                rollup: None,
             });
         }
         let plan = match branches.len() {
@@ -221,6 +245,15 @@ impl StreamsSplitRule {
     }
 }
 
+/// The cold and hot sources of a scan of `streams`; `None` for any other scan.
+pub(crate) fn streams_branches(
+    scan: &TableScan,
+) -> Option<(Arc<dyn EventSource>, Arc<dyn EventSource>)> {
+    let provider = source_as_provider(&scan.source).ok()?;
+    let streams = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<StreamsTable>()?;
+    Some((Arc::clone(&streams.cold), Arc::clone(&streams.hot)))
+}
+
 /// Names the columns of `plan` as the scan of `streams` did (`table.column`).
 fn requalify(
     plan: LogicalPlan,
@@ -240,7 +273,7 @@ fn requalify(
 /// One branch: the source's table, filtered by the query's filters and the branch's half
 /// of the range (written in the source's column names), projected to the columns the scan
 /// of `streams` wanted, named as it named them.
-fn branch_plan(
+pub(crate) fn branch_plan(
     scan: &TableScan,
     source: &Arc<dyn EventSource>,
     branch: RouteBranch,
@@ -318,27 +351,18 @@ impl OptimizerRule for StreamsSplitRule {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let scope = config
-            .options()
-            .extensions
-            .get::<QueryScopeOption>()
-            .map(|s| Arc::clone(&s.0));
+        let scope = QueryScopeOption::of(config);
         plan.transform_up_with_subqueries(|node| {
             let LogicalPlan::TableScan(scan) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let Ok(provider) = source_as_provider(&scan.source) else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(streams) =
-                (provider.as_ref() as &dyn std::any::Any).downcast_ref::<StreamsTable>()
-            else {
+            let Some((cold, hot)) = streams_branches(scan) else {
                 return Ok(Transformed::no(node));
             };
             let Some(scope) = &scope else {
                 return internal_err!("streams planned outside a Sluice query (no watermark)");
             };
-            Ok(Transformed::yes(self.split(scope, scan, streams)?))
+            Ok(Transformed::yes(self.split(scope, scan, &cold, &hot)?))
         })
     }
 }

@@ -70,11 +70,19 @@ async fn run(engine: &QueryEngine, who: &Principal, sql: &str) -> (String, Vec<R
     else {
         panic!("not a query: {sql}")
     };
-    let (stream, routes) = query.execute().await.unwrap();
+    let (stream, manifest) = query.execute().await.unwrap();
     let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    let branches = manifest
+        .reads
+        .iter()
+        .map(|r| match r.branch {
+            "cold" => RouteBranch::Cold,
+            _ => RouteBranch::Hot,
+        })
+        .collect();
     (
         pretty_format_batches(&batches).unwrap().to_string(),
-        routes.iter().map(|r| r.branch).collect(),
+        branches,
     )
 }
 
@@ -161,4 +169,200 @@ async fn a_listener_is_scoped_whatever_the_sql() {
     assert!(out.contains("| 0 |"), "{out}");
     let (out, _) = run(&e, &a, "SELECT DISTINCT user_id FROM streams").await;
     assert!(!out.contains("| b"), "{out}");
+}
+
+mod rollups {
+    //! The same answers with and without rollups, with `W` in the middle of a day, so the
+    //! day of `W` and the partial days at a range's edges are read raw.
+
+    use std::collections::BTreeMap;
+
+    use datafusion::catalog::MemTable;
+    use sluice_catalog::{PLAYS_DAILY, TRACK_FIRST_LAST};
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    /// Noon of day 10.
+    const W: i64 = 10 * DAY + DAY / 2;
+
+    fn cold_events() -> Vec<(&'static str, &'static str, i64)> {
+        let mut rows = Vec::new();
+        for day in 0..11 {
+            for (i, track) in ["t1", "t2", "t1", "t3"].into_iter().enumerate() {
+                let ts = day * DAY + (i as i64) * 5 * 3_600_000 + 1;
+                if ts < W {
+                    rows.push(("a", track, ts));
+                    rows.push(("b", "t2", ts + 7));
+                }
+            }
+        }
+        rows
+    }
+
+    fn rollup_tables() -> Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> {
+        let mut daily: BTreeMap<(&str, i64, &str), (i64, i64)> = BTreeMap::new();
+        let mut first_last: BTreeMap<(&str, &str), (i64, i64, i64)> = BTreeMap::new();
+        for (u, t, ts) in cold_events() {
+            let d = daily.entry((u, ts - ts % DAY, t)).or_default();
+            *d = (d.0 + 1, d.1 + 1000);
+            let f = first_last.entry((u, t)).or_insert((ts, ts, 0));
+            *f = (f.0.min(ts), f.1.max(ts), f.2 + 1);
+        }
+        let times = |v: Vec<i64>| {
+            Arc::new(TimestampMillisecondArray::from(v).with_timezone(TIME_ZONE))
+                as datafusion::arrow::array::ArrayRef
+        };
+        let daily_batch = RecordBatch::try_new(
+            sluice_catalog::table(PLAYS_DAILY).unwrap().schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(daily.keys().map(|k| k.0))),
+                times(daily.keys().map(|k| k.1).collect()),
+                Arc::new(StringArray::from_iter_values(daily.keys().map(|k| k.2))),
+                Arc::new(Int64Array::from_iter_values(daily.values().map(|v| v.0))),
+                Arc::new(Int64Array::from_iter_values(daily.values().map(|v| v.1))),
+            ],
+        )
+        .unwrap();
+        let fl_batch = RecordBatch::try_new(
+            sluice_catalog::table(TRACK_FIRST_LAST).unwrap().schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    first_last.keys().map(|k| k.0),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    first_last.keys().map(|k| k.1),
+                )),
+                times(first_last.values().map(|v| v.0).collect()),
+                times(first_last.values().map(|v| v.1).collect()),
+                Arc::new(Int64Array::from_iter_values(
+                    first_last.values().map(|v| v.2),
+                )),
+            ],
+        )
+        .unwrap();
+        [(PLAYS_DAILY, daily_batch), (TRACK_FIRST_LAST, fl_batch)]
+            .into_iter()
+            .map(|(name, b)| {
+                let table = MemTable::try_new(b.schema(), vec![vec![b]]).unwrap();
+                (
+                    name.to_string(),
+                    Arc::new(table) as Arc<dyn datafusion::catalog::TableProvider>,
+                )
+            })
+            .collect()
+    }
+
+    fn engine() -> QueryEngine {
+        let cold = MemoryHotStore::new();
+        cold.append(&events(&cold_events())).unwrap();
+        let hot = MemoryHotStore::new();
+        hot.append(&events(&[
+            ("a", "t1", W),
+            ("a", "t2", W + 3),
+            ("b", "t2", W + DAY),
+        ]))
+        .unwrap();
+        QueryEngine::new(Sources {
+            hot: Arc::new(hot),
+            cold: Arc::new(cold),
+            watermark: Arc::new(FixedWatermark(W)),
+            entities: vec![],
+            remote_entities: vec![],
+            rollups: rollup_tables(),
+        })
+        .unwrap()
+    }
+
+    async fn answer(e: &QueryEngine, route: &str, sql: &str) -> (String, Vec<String>) {
+        let mut settings = SessionSettings::default();
+        settings.set("sluice.route", route).unwrap();
+        let PlannedStatement::Query(query) = e.plan(&analyst(), &settings, sql).await.unwrap()
+        else {
+            panic!("not a query")
+        };
+        let (stream, manifest) = query.execute().await.unwrap();
+        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        (
+            pretty_format_batches(&batches).unwrap().to_string(),
+            manifest.rollups,
+        )
+    }
+
+    fn t(ms: i64) -> String {
+        format!(
+            "'{}'",
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        )
+    }
+
+    #[tokio::test]
+    async fn every_route_gives_the_same_answer() {
+        let e = engine();
+        let cases = [
+            // Whole days, edges, the day of W, across W, after W.
+            (
+                format!(
+                    "SELECT user_id, count(*) AS n, sum(ms_played) AS ms FROM streams \
+                     WHERE ts >= {} AND ts < {} GROUP BY user_id ORDER BY user_id",
+                    t(DAY + 3_600_000),
+                    t(8 * DAY + 7)
+                ),
+                Some("plays_daily"),
+            ),
+            (
+                format!(
+                    "SELECT date_trunc('day', ts) AS d, count(*) AS n FROM streams \
+                     WHERE ts >= {} GROUP BY 1 ORDER BY 1",
+                    t(7 * DAY + 5)
+                ),
+                Some("plays_daily"),
+            ),
+            (
+                "SELECT track_uri, min(ts) AS f, max(ts) AS l, count(*) AS n FROM streams \
+                 GROUP BY track_uri ORDER BY track_uri"
+                    .to_string(),
+                Some("track_first_last"),
+            ),
+            (
+                "SELECT count(DISTINCT track_uri) AS k, count(*) AS n FROM streams WHERE user_id = 'a'"
+                    .to_string(),
+                Some("track_first_last"),
+            ),
+            (
+                format!(
+                    "SELECT count(*) AS n FROM streams WHERE ts >= {} AND ts < {}",
+                    t(2 * DAY),
+                    t(2 * DAY)
+                ),
+                None,
+            ),
+            (
+                format!(
+                    "SELECT count(*) AS n FROM streams WHERE ms_played > 5 AND ts < {}",
+                    t(9 * DAY)
+                ),
+                None,
+            ),
+            (
+                "SELECT date_trunc('hour', ts) AS h, count(*) AS n FROM streams \
+                 GROUP BY 1 ORDER BY n DESC, h LIMIT 3"
+                    .to_string(),
+                None,
+            ),
+        ];
+        for (sql, rollup) in cases {
+            let (raw, raw_rollups) = answer(&e, "raw", &sql).await;
+            let (auto, auto_rollups) = answer(&e, "auto", &sql).await;
+            assert_eq!(auto, raw, "{sql}");
+            assert!(raw_rollups.is_empty());
+            assert_eq!(
+                auto_rollups,
+                rollup.map(str::to_string).into_iter().collect::<Vec<_>>(),
+                "{sql}"
+            );
+        }
+    }
 }
