@@ -275,11 +275,6 @@ impl Query {
         Ok(self)
     }
 
-    /// The watermark `W` this query reads `streams` at, in ms since the epoch.
-    pub fn watermark_ms(&self) -> i64 {
-        self.scope.watermark_ms
-    }
-
     /// Chooses the route: runs the optimizer (the split of `streams`, rollups, pushdown),
     /// which fixes `now()` for the query. Call after binding parameters; [`Self::manifest`]
     /// then tells how the result will be computed. [`Self::execute`] does it if not done.

@@ -35,6 +35,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use information_schema::{ListedTable, listed_tables, sql_type_name};
 pub use ingest::IngestTarget;
 pub use manifest::{Manifest, ManifestRead, PassedOver};
-pub use rollups::RollupChoice;
-pub use settings::{Freshness, RouteMode, SessionSettings};
-pub use streams::{Route, RouteBranch};
+pub use settings::SessionSettings;

@@ -8,7 +8,7 @@ use sluice_connector_api::TimeRange;
 
 use crate::rollups::RollupChoice;
 use crate::settings::{Freshness, RouteMode};
-use crate::streams::{Route, RouteBranch};
+use crate::streams::Route;
 
 /// The manifest of one query.
 #[derive(Debug, Clone, Serialize)]
@@ -156,10 +156,7 @@ impl From<&Route> for ManifestRead {
     fn from(r: &Route) -> Self {
         let TimeRange { start_ms, end_ms } = r.time;
         Self {
-            branch: match r.branch {
-                RouteBranch::Cold => "cold",
-                RouteBranch::Hot => "hot",
-            },
+            branch: r.branch.label(),
             source: r.source.clone(),
             table: r.rollup.clone().unwrap_or_else(|| "streams".to_string()),
             from: start_ms.map(rfc3339),

@@ -297,11 +297,11 @@ fn exact_time_bound(e: &Expr) -> bool {
 
 /// Why the rollups were or were not used, for EXPLAIN and the result manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollupChoice {
+pub(crate) struct RollupChoice {
     /// The rollup read, with the range of `ts` it answered.
-    pub used: Option<(String, TimeRange)>,
+    pub(crate) used: Option<(String, TimeRange)>,
     /// Each rollup not read, with the reason.
-    pub passed_over: Vec<(String, String)>,
+    pub(crate) passed_over: Vec<(String, String)>,
 }
 
 /// What a rollup cannot answer in this aggregate, if anything.

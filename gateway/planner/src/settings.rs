@@ -23,7 +23,7 @@ const FORBIDDEN: &[&str] = &["datafusion.execution.listing_table_ignore_subdirec
 
 /// `sluice.route`: how a query may be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RouteMode {
+pub(crate) enum RouteMode {
     /// The cheapest route: rollups, partial aggregates per source (the default).
     #[default]
     Auto,
@@ -33,7 +33,7 @@ pub enum RouteMode {
 
 /// `sluice.freshness`: which events a query sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Freshness {
+pub(crate) enum Freshness {
     /// Every event, up to the last one ingested (the default).
     #[default]
     Live,
@@ -42,7 +42,7 @@ pub enum Freshness {
 }
 
 impl RouteMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RouteMode::Auto => "auto",
             RouteMode::Raw => "raw",
@@ -51,7 +51,7 @@ impl RouteMode {
 }
 
 impl Freshness {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Freshness::Live => "live",
             Freshness::Cold => "cold",
@@ -123,7 +123,7 @@ impl SessionSettings {
     }
 
     /// The session's `sluice.route`.
-    pub fn route(&self) -> RouteMode {
+    pub(crate) fn route(&self) -> RouteMode {
         match self.values.get(ROUTE).map(String::as_str) {
             Some("raw") => RouteMode::Raw,
             _ => RouteMode::Auto,
@@ -131,7 +131,7 @@ impl SessionSettings {
     }
 
     /// The session's `sluice.freshness`.
-    pub fn freshness(&self) -> Freshness {
+    pub(crate) fn freshness(&self) -> Freshness {
         match self.values.get(FRESHNESS).map(String::as_str) {
             Some("cold") => Freshness::Cold,
             _ => Freshness::Live,

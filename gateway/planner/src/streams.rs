@@ -34,7 +34,7 @@ use crate::source_reads::CountedTable;
 
 /// Which branch of `streams` a read went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteBranch {
+pub(crate) enum RouteBranch {
     /// Events before `W`.
     Cold,
     /// Events at or after `W`.
@@ -52,16 +52,16 @@ impl RouteBranch {
 
 /// One read of a `streams` branch, recorded while planning.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub branch: RouteBranch,
+pub(crate) struct Route {
+    pub(crate) branch: RouteBranch,
     /// The source that served it (`parquet`, `memory`, `clickhouse`, `redis`).
-    pub source: String,
+    pub(crate) source: String,
     /// The time range read, after intersecting the query's filters with the branch's half.
-    pub time: TimeRange,
+    pub(crate) time: TimeRange,
     /// The listeners read, if the filters named them.
-    pub users: Option<Vec<String>>,
+    pub(crate) users: Option<Vec<String>>,
     /// The rollup read instead of raw events, if any.
-    pub rollup: Option<String>,
+    pub(crate) rollup: Option<String>,
 }
 
 /// What one query carries through planning: its watermark and route settings, and the reads

@@ -11,7 +11,8 @@ use sluice_catalog::TIME_ZONE;
 use sluice_connector_api::{FixedWatermark, Sources};
 use sluice_connector_embedded::MemoryHotStore;
 
-use crate::{PlannedStatement, QueryEngine, RouteBranch, SessionSettings};
+use crate::streams::RouteBranch;
+use crate::{PlannedStatement, QueryEngine, SessionSettings};
 
 const W: i64 = 1_000_000;
 
