@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 USERS = 6
 YEARS = 8
 SEED = 7
+# The listener the listener-side tests (routes, security) act as.
+ME = "u0002"
 # The data ends today, so the hot window (the last 7 days) holds real events.
 END = dt.datetime.now(dt.timezone.utc).date()
 
@@ -50,10 +52,10 @@ def dataset_dir():
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen, address: str, metrics: str):
+    def __init__(self, proc: subprocess.Popen, address: str, metrics: str, scheme="grpc"):
         self.proc = proc
         self.address = address
-        self.uri = f"grpc://{address}"
+        self.uri = f"{scheme}://{address}"
         self.metrics_url = metrics
 
     def metrics(self):
@@ -69,25 +71,30 @@ class Server:
 
 
 def start_server(dataset_dir, *extra):
-    """Starts `sluice serve` on a free port; yields it and stops exactly that process."""
-    log = open(tempfile.mkstemp(prefix="sluice-", suffix=".log", dir=dataset_dir.parent)[1], "w")
+    """Starts `sluice serve` on a free port; yields it and stops exactly that process. Its
+    log is `server.log_path`."""
+    log_path = tempfile.mkstemp(prefix="sluice-", suffix=".log", dir=dataset_dir.parent)[1]
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
     address = metrics = None
+    scheme = "grpc"
     try:
         for line in proc.stdout:
             m = re.search(r"Metrics: (http://\S+)", line)
             if m:
                 metrics = m.group(1)
-            m = re.search(r"Flight SQL: grpc://(\S+)", line)
+            m = re.search(r"Flight SQL: (grpc(?:\+tls)?)://(\S+)", line)
             if m:
-                address = m.group(1)
+                scheme, address = m.group(1), m.group(2)
                 break
         assert address and metrics, "sluice did not report its addresses"
-        yield Server(proc, address, metrics)
+        server = Server(proc, address, metrics, scheme)
+        server.log_path = log_path
+        yield server
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
@@ -230,3 +237,39 @@ def clickhouse_config(clickhouse, dataset_dir, tmp_path_factory):
 def clickhouse_server(clickhouse_config, dataset_dir):
     """`sluice serve` with ClickHouse as the cold store (the hot store in memory)."""
     yield from start_server(dataset_dir, "--config", str(clickhouse_config))
+
+
+@pytest.fixture(scope="session")
+def full_stack(clickhouse, dataset_dir, tmp_path_factory):
+    """ClickHouse as the cold store and Redis as the hot store, both private, loaded."""
+    folder = tmp_path_factory.mktemp("full-stack")
+    redis = start_redis(folder)
+    _, port = next(redis)
+    path = write_clickhouse_config(
+        folder, clickhouse.url,
+        extra=f'[redis]\nurl = "redis://127.0.0.1:{port}/"\ncommand_timeout_ms = 1000\n')
+    sluice("clickhouse", "init", "--config", path)
+    sluice("load", "--config", path, "--from", dataset_dir)
+    servers = start_server(dataset_dir, "--config", str(path))
+    yield next(servers)
+    for gen in (servers, redis):
+        gen.close()
+
+
+@pytest.fixture(scope="session", params=["embedded", "clickhouse+redis"])
+def gateway(request):
+    """Each gateway the listener-side suites run against: the embedded default, and
+    ClickHouse (cold) + Redis (hot)."""
+    return request.getfixturevalue("server" if request.param == "embedded" else "full_stack")
+
+
+@pytest.fixture(scope="session")
+def mine(duck):
+    """DuckDB with `streams` holding only ME's events."""
+    con = duck.cursor()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE SCHEMA IF NOT EXISTS me")
+    con.execute(f"CREATE OR REPLACE VIEW me.streams AS SELECT * FROM main.streams WHERE user_id = '{ME}'")
+    con.execute("SET search_path = 'me,main'")
+    yield con
+    con.close()

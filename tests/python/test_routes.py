@@ -13,11 +13,9 @@ import re
 
 import pytest
 
-from conftest import (CLICKHOUSE_DB, END, connect, sluice, start_redis, start_server,
-                      write_clickhouse_config)
+from conftest import END, ME, connect
 from helpers import duck_rows, table_rows
 
-ME = "u0002"
 Y = END.year - 5
 W = dt.datetime.combine(END - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
 
@@ -134,40 +132,6 @@ def for_duck(sql):
 
 def test_the_corpus_is_large_enough():
     assert len(CORPUS) + len(ANALYST) >= 60
-
-
-@pytest.fixture(scope="module")
-def mine(duck):
-    """DuckDB with `streams` holding only the listener's events."""
-    con = duck.cursor()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("CREATE SCHEMA IF NOT EXISTS me")
-    con.execute(f"CREATE OR REPLACE VIEW me.streams AS SELECT * FROM main.streams WHERE user_id = '{ME}'")
-    con.execute("SET search_path = 'me,main'")
-    yield con
-    con.close()
-
-
-@pytest.fixture(scope="module")
-def full_stack(clickhouse, dataset_dir, tmp_path_factory):
-    """ClickHouse as the cold store and Redis as the hot store, both private, loaded."""
-    folder = tmp_path_factory.mktemp("full-stack")
-    redis = start_redis(folder)
-    _, port = next(redis)
-    path = write_clickhouse_config(
-        folder, clickhouse.url,
-        extra=f'[redis]\nurl = "redis://127.0.0.1:{port}/"\ncommand_timeout_ms = 1000\n')
-    sluice("clickhouse", "init", "--config", path)
-    sluice("load", "--config", path, "--from", dataset_dir)
-    servers = start_server(dataset_dir, "--config", str(path))
-    yield next(servers)
-    for gen in (servers, redis):
-        gen.close()
-
-
-@pytest.fixture(scope="module", params=["embedded", "clickhouse+redis"])
-def gateway(request):
-    return request.getfixturevalue("server" if request.param == "embedded" else "full_stack")
 
 
 def routed(gateway, user, route):

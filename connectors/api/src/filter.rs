@@ -115,6 +115,10 @@ impl EventFilter {
                     self.restrict_users(users);
                 }
             }
+            // A filter folded to false (or NULL) keeps nothing: `user_id = 'a' AND user_id = 'b'`.
+            Expr::Literal(ScalarValue::Boolean(Some(false) | None), _) => {
+                self.restrict_users(BTreeSet::new());
+            }
             Expr::Between(b) if !b.negated && column_name(&b.expr) == Some("ts") => {
                 if let (Some(lo), Some(hi)) = (timestamp_ms(&b.low), timestamp_ms(&b.high)) {
                     self.time = self.time.at_or_after(lo).before(hi.saturating_add(1));

@@ -7,7 +7,9 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tracing::warn;
 
 use crate::error::{AuthError, ConfigError};
-use crate::principal::{Principal, PrincipalConfig, Role};
+use crate::jwt::{JwtConfig, JwtVerifier};
+use crate::password::{StoredHash, hash_password};
+use crate::principal::{Limits, Principal, PrincipalConfig, Role};
 
 /// Basic credentials arrive padded (JDBC, Rust) and unpadded (ADBC, Go).
 const BASE64_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
@@ -22,9 +24,36 @@ pub struct SessionToken {
     pub expires_in: Duration,
 }
 
+/// How logins work beyond the principals themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthOptions {
+    /// Lifetime of a session token issued by the handshake.
+    pub session_ttl: Duration,
+    /// Signed JWTs accepted as bearer tokens.
+    pub jwt: Option<JwtConfig>,
+    /// Limits of principals that set none of their own (every JWT principal).
+    pub limits: Limits,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(12 * 3600),
+            jwt: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Secret {
+    Plain(String),
+    Hash(StoredHash),
+}
+
 #[derive(Debug)]
 struct Account {
-    password: Option<String>,
+    secret: Option<Secret>,
     principal: Arc<Principal>,
 }
 
@@ -39,8 +68,12 @@ struct Session {
 pub struct Authenticator {
     accounts: HashMap<String, Account>,
     static_tokens: Vec<(String, Arc<Principal>)>,
+    jwt: Option<JwtVerifier>,
+    /// Verified for unknown names, so that a wrong name costs what a wrong password does.
+    decoy: Option<StoredHash>,
     sessions: RwLock<HashMap<String, Session>>,
     session_ttl: Duration,
+    limits: Limits,
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -52,9 +85,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// Checks what a principal's configuration (file or JWT claims) says about its role.
+fn check_role(role: Role, user_id: Option<&str>) -> Result<(), &'static str> {
+    match (role, user_id) {
+        (Role::Listener, None) => Err("a listener needs user_id = \"...\""),
+        (Role::Listener, Some("")) => Err("user_id is empty"),
+        (Role::Analyst | Role::Admin, Some(_)) => {
+            Err("only listeners are bound to a user_id; remove it or make the role listener")
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Authenticator {
-    /// Validates the configured principals.
-    pub fn new(principals: &[PrincipalConfig], session_ttl: Duration) -> Result<Self, ConfigError> {
+    /// Validates the configured principals and JWT key.
+    pub fn new(principals: &[PrincipalConfig], options: &AuthOptions) -> Result<Self, ConfigError> {
         let mut accounts = HashMap::new();
         let mut static_tokens: Vec<(String, Arc<Principal>)> = Vec::new();
         for p in principals {
@@ -65,27 +110,26 @@ impl Authenticator {
             if p.name.is_empty() {
                 return Err(invalid("the name is empty"));
             }
-            match (p.role, &p.user_id) {
-                (Role::Listener, None) => {
-                    return Err(invalid("a listener needs user_id = \"...\""));
+            check_role(p.role, p.user_id.as_deref()).map_err(invalid)?;
+            let secret = match (&p.password, &p.password_hash) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid("set password or password_hash, not both"));
                 }
-                (Role::Listener, Some(u)) if u.is_empty() => {
-                    return Err(invalid("user_id is empty"));
-                }
-                (Role::Analyst | Role::Admin, Some(_)) => {
-                    return Err(invalid(
-                        "only listeners are bound to a user_id; remove it or make the role listener",
-                    ));
-                }
-                _ => {}
-            }
-            if p.password.is_none() && p.token.is_none() {
-                return Err(invalid("needs a password or a token (or both)"));
+                (Some(plain), None) => Some(Secret::Plain(plain.clone())),
+                (None, Some(phc)) => Some(Secret::Hash(
+                    StoredHash::parse(phc).map_err(|e| invalid(&e))?,
+                )),
+                (None, None) => None,
+            };
+            if secret.is_none() && p.token.is_none() {
+                return Err(invalid("needs a password, a password_hash or a token"));
             }
             if p.password.as_deref() == Some("") || p.token.as_deref() == Some("") {
                 return Err(invalid("an empty password or token is not allowed"));
             }
-            let principal = Arc::new(Principal::new(&p.name, p.role, p.user_id.as_deref()));
+            let limits = p.limits.over(options.limits).map_err(|e| invalid(&e))?;
+            let principal =
+                Arc::new(Principal::new(&p.name, p.role, p.user_id.as_deref()).with_limits(limits));
             if let Some(token) = &p.token {
                 if let Some((_, other)) = static_tokens.iter().find(|(t, _)| t == token) {
                     return Err(ConfigError::DuplicateToken(
@@ -95,19 +139,27 @@ impl Authenticator {
                 }
                 static_tokens.push((token.clone(), Arc::clone(&principal)));
             }
-            let account = Account {
-                password: p.password.clone(),
-                principal,
-            };
-            if accounts.insert(p.name.clone(), account).is_some() {
+            if accounts
+                .insert(p.name.clone(), Account { secret, principal })
+                .is_some()
+            {
                 return Err(ConfigError::DuplicateName(p.name.clone()));
             }
         }
+        let decoy = accounts
+            .values()
+            .any(|a| matches!(a.secret, Some(Secret::Hash(_))))
+            .then(|| hash_password("decoy").and_then(|h| StoredHash::parse(&h)))
+            .transpose()
+            .map_err(ConfigError::Jwt)?;
         Ok(Self {
             accounts,
             static_tokens,
+            jwt: options.jwt.as_ref().map(JwtVerifier::new).transpose()?,
+            decoy,
             sessions: RwLock::new(HashMap::new()),
-            session_ttl,
+            session_ttl: options.session_ttl,
+            limits: options.limits,
         })
     }
 
@@ -124,19 +176,58 @@ impl Authenticator {
             "Basic credentials need 'name:password'",
         ))?;
         let account = self.accounts.get(name);
-        let expected = account.and_then(|a| a.password.as_deref()).unwrap_or("");
-        // Compare even for unknown names so that timing does not tell which names exist.
-        let ok = constant_time_eq(password.as_bytes(), expected.as_bytes());
+        // Check even for unknown names so that timing does not tell which names exist.
+        let ok = match account.and_then(|a| a.secret.as_ref()) {
+            Some(Secret::Plain(expected)) => {
+                constant_time_eq(password.as_bytes(), expected.as_bytes())
+            }
+            Some(Secret::Hash(hash)) => hash.verify(password),
+            None => {
+                match &self.decoy {
+                    Some(decoy) => decoy.verify(password),
+                    None => constant_time_eq(password.as_bytes(), b""),
+                };
+                false
+            }
+        };
         match account {
-            Some(a) if ok && a.password.is_some() => Ok((
-                self.open_session(Arc::clone(&a.principal)),
+            Some(a) if ok => Ok((
+                self.open_session(Arc::clone(&a.principal), self.session_ttl),
                 Arc::clone(&a.principal),
             )),
             _ => Err(AuthError::BadCredentials),
         }
     }
 
-    fn open_session(&self, principal: Arc<Principal>) -> SessionToken {
+    /// Logs in with any `authorization` header (Basic, a static token, a JWT or a session
+    /// token) and returns a session token for the calls that follow. A session opened from a
+    /// JWT ends when the JWT does.
+    pub fn login(&self, header: Option<&str>) -> Result<(SessionToken, Arc<Principal>), AuthError> {
+        let header = header.ok_or(AuthError::MissingCredentials)?;
+        if strip_scheme(header, "basic").is_some() {
+            return self.login_basic(header);
+        }
+        let (principal, lifetime) = self.resolve_bearer(header)?;
+        let token = strip_scheme(header, "bearer").unwrap_or_default().trim();
+        if let Some(left) = lifetime
+            && self
+                .sessions
+                .read()
+                .expect("sessions lock")
+                .contains_key(token)
+        {
+            // Already a session token: the client keeps it (and its session's settings).
+            let session = SessionToken {
+                token: token.to_string(),
+                expires_in: left,
+            };
+            return Ok((session, principal));
+        }
+        let ttl = lifetime.map_or(self.session_ttl, |l| l.min(self.session_ttl));
+        Ok((self.open_session(Arc::clone(&principal), ttl), principal))
+    }
+
+    fn open_session(&self, principal: Arc<Principal>, ttl: Duration) -> SessionToken {
         let token = BASE64_ANY_PADDING.encode(rand::random::<[u8; 32]>());
         let now = Instant::now();
         let mut sessions = self.sessions.write().expect("sessions lock");
@@ -145,23 +236,32 @@ impl Authenticator {
             token.clone(),
             Session {
                 principal,
-                expires: now + self.session_ttl,
+                expires: now + ttl,
             },
         );
         SessionToken {
             token,
-            expires_in: self.session_ttl,
+            expires_in: ttl,
         }
     }
 
-    /// Resolves `authorization: Bearer <token>` (a session token or a static token).
+    /// Resolves `authorization: Bearer <token>` (a session token, a static token or a JWT).
     pub fn check_bearer(&self, header: &str) -> Result<Arc<Principal>, AuthError> {
+        self.resolve_bearer(header).map(|(p, _)| p)
+    }
+
+    /// The principal of a bearer token, and for a session or JWT how long it stays valid.
+    fn resolve_bearer(
+        &self,
+        header: &str,
+    ) -> Result<(Arc<Principal>, Option<Duration>), AuthError> {
         let token = strip_scheme(header, "bearer")
             .ok_or(AuthError::MalformedHeader("expected 'Bearer <token>'"))?
             .trim();
         if let Some(s) = self.sessions.read().expect("sessions lock").get(token) {
-            return if s.expires > Instant::now() {
-                Ok(Arc::clone(&s.principal))
+            let left = s.expires.saturating_duration_since(Instant::now());
+            return if left > Duration::ZERO {
+                Ok((Arc::clone(&s.principal), Some(left)))
             } else {
                 Err(AuthError::Expired)
             };
@@ -172,7 +272,44 @@ impl Authenticator {
                 found = Some(Arc::clone(p));
             }
         }
-        found.ok_or(AuthError::InvalidToken)
+        if let Some(p) = found {
+            return Ok((p, None));
+        }
+        match &self.jwt {
+            // A JWT is three base64url parts; anything else is an unknown opaque token.
+            Some(jwt) if token.split('.').count() == 3 => {
+                let claims = jwt.verify(token)?;
+                let principal = self.jwt_principal(
+                    claims.sub.as_deref().unwrap_or_default(),
+                    claims.role,
+                    claims.user_id.as_deref(),
+                )?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                Ok((
+                    principal,
+                    Some(Duration::from_secs(claims.exp.saturating_sub(now))),
+                ))
+            }
+            _ => Err(AuthError::InvalidToken),
+        }
+    }
+
+    fn jwt_principal(
+        &self,
+        sub: &str,
+        role: Role,
+        user_id: Option<&str>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        if sub.is_empty() {
+            return Err(AuthError::Jwt("claim `sub` is missing".into()));
+        }
+        check_role(role, user_id).map_err(|e| AuthError::Jwt(format!("claims: {e}")))?;
+        Ok(Arc::new(
+            Principal::new(sub, role, user_id).with_limits(self.limits),
+        ))
     }
 
     /// Resolves any `authorization` header: Basic logs in, Bearer is checked.
@@ -194,21 +331,22 @@ impl Authenticator {
         }
     }
 
-    /// Names of principals with a plain-text password, for a warning at start.
+    /// Warns about principals with a plain-text password.
     pub fn warn_plain_passwords(&self) {
         let mut names: Vec<&str> = self
             .accounts
             .iter()
-            .filter(|(_, a)| a.password.is_some())
+            .filter(|(_, a)| matches!(a.secret, Some(Secret::Plain(_))))
             .map(|(n, _)| n.as_str())
             .collect();
         names.sort_unstable();
+        let hint = "store password_hash (from `sluice hash-password`) instead";
         if !names.is_empty() && names.len() <= 3 {
-            warn!(principals = ?names, "plain-text passwords in the configuration");
+            warn!(principals = ?names, hint, "plain-text passwords in the configuration");
         } else if !names.is_empty() {
             warn!(
                 count = names.len(),
-                "plain-text passwords in the configuration"
+                hint, "plain-text passwords in the configuration"
             );
         }
     }
@@ -225,27 +363,40 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    const BASE64_URL: GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     fn config() -> Vec<PrincipalConfig> {
         vec![
             PrincipalConfig {
                 name: "u0001".into(),
                 password: Some("u0001".into()),
+                password_hash: None,
                 token: None,
                 role: Role::Listener,
                 user_id: Some("u0001".into()),
+                limits: Default::default(),
             },
             PrincipalConfig {
                 name: "analyst".into(),
                 password: Some("analyst".into()),
+                password_hash: None,
                 token: Some("static-analyst-token".into()),
                 role: Role::Analyst,
                 user_id: None,
+                limits: Default::default(),
             },
         ]
     }
 
+    fn ttl(ms: u64) -> AuthOptions {
+        AuthOptions {
+            session_ttl: Duration::from_millis(ms),
+            ..AuthOptions::default()
+        }
+    }
+
     fn auth() -> Authenticator {
-        Authenticator::new(&config(), Duration::from_secs(60)).unwrap()
+        Authenticator::new(&config(), &ttl(60_000)).unwrap()
     }
 
     #[test]
@@ -293,7 +444,7 @@ mod tests {
 
     #[test]
     fn sessions_expire_and_close() {
-        let a = Authenticator::new(&config(), Duration::from_millis(0)).unwrap();
+        let a = Authenticator::new(&config(), &ttl(0)).unwrap();
         let (t, _) = a
             .login_basic(&format!(
                 "Basic {}",
@@ -322,16 +473,215 @@ mod tests {
     fn rejects_unusable_principals() {
         let mut c = config();
         c[0].user_id = None;
-        assert!(Authenticator::new(&c, Duration::from_secs(1)).is_err());
+        assert!(Authenticator::new(&c, &ttl(1000)).is_err());
         let mut c = config();
         c[1].user_id = Some("u0002".into());
-        assert!(Authenticator::new(&c, Duration::from_secs(1)).is_err());
+        assert!(Authenticator::new(&c, &ttl(1000)).is_err());
         let mut c = config();
         c.push(c[0].clone());
         assert_eq!(
-            Authenticator::new(&c, Duration::from_secs(1)).unwrap_err(),
+            Authenticator::new(&c, &ttl(1000)).unwrap_err(),
             ConfigError::DuplicateName("u0001".into())
         );
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn with_jwt(issuer: Option<&str>) -> Authenticator {
+        let options = AuthOptions {
+            jwt: Some(JwtConfig {
+                algorithm: crate::JwtAlgorithm::HS256,
+                secret: Some(SECRET.into()),
+                public_key_file: None,
+                issuer: issuer.map(Into::into),
+                audience: None,
+                leeway_secs: 0,
+            }),
+            ..AuthOptions::default()
+        };
+        Authenticator::new(&config(), &options).unwrap()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn jwt(claims: serde_json::Value, alg: jsonwebtoken::Algorithm, secret: &str) -> String {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    }
+
+    #[test]
+    fn jwts_give_principal_and_are_checked() {
+        use jsonwebtoken::Algorithm::{HS256, HS384};
+        use serde_json::json;
+        let a = with_jwt(None);
+        let exp = now() + 600;
+        let good = jwt(
+            json!({"sub": "agent-7", "role": "listener", "user_id": "u0009", "exp": exp}),
+            HS256,
+            SECRET,
+        );
+        let p = a.check_bearer(&good).unwrap();
+        assert_eq!(
+            (p.name(), p.role(), p.scope()),
+            ("agent-7", Role::Listener, Some("u0009"))
+        );
+        // The handshake's session ends when the JWT does.
+        let (session, _) = a.login(Some(&good)).unwrap();
+        assert!(session.expires_in <= Duration::from_secs(600));
+        assert_eq!(
+            a.check_bearer(&format!("Bearer {}", session.token))
+                .unwrap(),
+            p
+        );
+
+        let refused = |claims: serde_json::Value, alg, secret: &str| match a
+            .check_bearer(&jwt(claims, alg, secret))
+        {
+            Err(AuthError::Jwt(why)) => why,
+            other => panic!("accepted or wrong error: {other:?}"),
+        };
+        let listener = |extra: serde_json::Value| {
+            let mut c =
+                json!({"sub": "agent-7", "role": "listener", "user_id": "u0009", "exp": exp});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            c
+        };
+        assert_eq!(
+            refused(listener(json!({"exp": now() - 120})), HS256, SECRET),
+            "expired (exp)"
+        );
+        assert_eq!(
+            refused(listener(json!({"nbf": now() + 120})), HS256, SECRET),
+            "not valid yet (nbf)"
+        );
+        assert_eq!(
+            refused(
+                listener(json!({})),
+                HS256,
+                "another secret of thirty-two bytes!"
+            ),
+            "the signature does not verify"
+        );
+        assert!(
+            refused(listener(json!({})), HS384, SECRET)
+                .starts_with("signed with another algorithm")
+        );
+        assert_eq!(
+            refused(json!({"role": "analyst", "exp": exp}), HS256, SECRET),
+            "claim `sub` is missing"
+        );
+        assert!(
+            refused(
+                json!({"sub": "x", "role": "listener", "exp": exp}),
+                HS256,
+                SECRET
+            )
+            .contains("user_id")
+        );
+        assert!(
+            refused(
+                json!({"sub": "x", "role": "root", "exp": exp}),
+                HS256,
+                SECRET
+            )
+            .starts_with("claims:")
+        );
+        assert!(
+            refused(
+                json!({"sub": "x", "role": "analyst", "user_id": "u1", "exp": exp}),
+                HS256,
+                SECRET
+            )
+            .contains("only listeners")
+        );
+        // An unsigned token ("alg": "none") is not a JWT Sluice accepts.
+        let none = format!(
+            "Bearer {}.{}.",
+            BASE64_URL.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            BASE64_URL.encode(json!({"sub": "x", "role": "admin", "exp": exp}).to_string())
+        );
+        assert!(matches!(a.check_bearer(&none), Err(AuthError::Jwt(_))));
+
+        let a = with_jwt(Some("https://idp.example"));
+        assert_eq!(
+            refused_by(&a, listener(json!({}))),
+            "claim `iss` is missing"
+        );
+        assert_eq!(
+            refused_by(&a, listener(json!({"iss": "https://evil.example"}))),
+            "wrong issuer (iss)"
+        );
+        assert!(
+            a.check_bearer(&jwt(
+                listener(json!({"iss": "https://idp.example"})),
+                HS256,
+                SECRET
+            ))
+            .is_ok()
+        );
+    }
+
+    fn refused_by(a: &Authenticator, claims: serde_json::Value) -> String {
+        match a.check_bearer(&jwt(claims, jsonwebtoken::Algorithm::HS256, SECRET)) {
+            Err(AuthError::Jwt(why)) => why,
+            other => panic!("accepted or wrong error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_hs256_secrets_and_missing_keys_are_refused_at_start() {
+        let mut options = AuthOptions {
+            jwt: Some(JwtConfig {
+                algorithm: crate::JwtAlgorithm::HS256,
+                secret: Some("short".into()),
+                public_key_file: None,
+                issuer: None,
+                audience: None,
+                leeway_secs: 0,
+            }),
+            ..AuthOptions::default()
+        };
+        assert!(Authenticator::new(&config(), &options).is_err());
+        options.jwt.as_mut().unwrap().algorithm = crate::JwtAlgorithm::ES256;
+        assert!(Authenticator::new(&config(), &options).is_err());
+    }
+
+    #[test]
+    fn hashed_passwords_log_in_and_limits_apply() {
+        let mut c = config();
+        c[0].password = None;
+        c[0].password_hash = Some(hash_password("correct horse").unwrap());
+        c[0].limits.max_rows = Some(10);
+        let a = Authenticator::new(&c, &AuthOptions::default()).unwrap();
+        let basic = |s: &str| format!("Basic {}", BASE64_ANY_PADDING.encode(s));
+        let (_, p) = a.login_basic(&basic("u0001:correct horse")).unwrap();
+        assert_eq!(p.limits().max_rows, Some(10));
+        assert_eq!(p.limits().max_concurrent_queries, 16);
+        assert_eq!(
+            a.login_basic(&basic("u0001:u0001")).unwrap_err(),
+            AuthError::BadCredentials
+        );
+        assert_eq!(
+            a.login_basic(&basic("nobody:correct horse")).unwrap_err(),
+            AuthError::BadCredentials
+        );
+        c[0].password = Some("both".into());
+        assert!(Authenticator::new(&c, &AuthOptions::default()).is_err());
+        c[0].password = None;
+        c[0].password_hash = Some("plain text".into());
+        assert!(Authenticator::new(&c, &AuthOptions::default()).is_err());
     }
 
     #[test]

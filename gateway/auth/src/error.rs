@@ -13,6 +13,8 @@ pub enum AuthError {
     InvalidToken,
     #[error("session expired; log in again")]
     Expired,
+    #[error("JWT refused: {0}")]
+    Jwt(String),
 }
 
 /// A principal configuration that cannot be used.
@@ -24,4 +26,6 @@ pub enum ConfigError {
     DuplicateName(String),
     #[error("principals '{0}' and '{1}' have the same token")]
     DuplicateToken(String, String),
+    #[error("[auth.jwt]: {0}")]
+    Jwt(String),
 }

@@ -1,12 +1,18 @@
 //! Authentication and sessions, between the Flight SQL service (upstream) and the planner
-//! (downstream): who a caller is and what it may read. [`Authenticator`] is the entry point:
-//! it checks HTTP Basic credentials or a static token, issues session tokens, and resolves a
-//! bearer token to a [`Principal`], whose [`Principal::scope`] the planner enforces.
+//! (downstream): who a caller is, what it may read and how much it may take.
+//! [`Authenticator`] is the entry point: it checks HTTP Basic credentials (plain or Argon2id
+//! hashed passwords), static tokens and signed JWTs, issues session tokens, and resolves a
+//! bearer token to a [`Principal`], whose [`Principal::scope`] the planner enforces and whose
+//! [`Principal::limits`] the Flight service does.
 
 mod authenticator;
 mod error;
+mod jwt;
+mod password;
 mod principal;
 
-pub use authenticator::{Authenticator, SessionToken};
+pub use authenticator::{AuthOptions, Authenticator, SessionToken};
 pub use error::{AuthError, ConfigError};
-pub use principal::{Principal, PrincipalConfig, Role};
+pub use jwt::{JwtAlgorithm, JwtConfig};
+pub use password::hash_password;
+pub use principal::{Limits, LimitsConfig, Principal, PrincipalConfig, Role};

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -14,13 +15,19 @@ pub enum Role {
     Admin,
 }
 
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Role::Listener => "listener",
             Role::Analyst => "analyst",
             Role::Admin => "admin",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -30,9 +37,12 @@ impl std::fmt::Display for Role {
 pub struct PrincipalConfig {
     /// Login name for HTTP Basic.
     pub name: String,
-    /// Password for HTTP Basic.
+    /// Password for HTTP Basic, in plain text (accepted, with a warning at start).
     #[serde(default)]
     pub password: Option<String>,
+    /// Password for HTTP Basic as an Argon2id hash, from `sluice hash-password`.
+    #[serde(default)]
+    pub password_hash: Option<String>,
     /// Static bearer token, sent as `authorization: Bearer <token>` with no handshake.
     #[serde(default)]
     pub token: Option<String>,
@@ -40,6 +50,74 @@ pub struct PrincipalConfig {
     /// The listener this principal is bound to (listeners only).
     #[serde(default)]
     pub user_id: Option<String>,
+    /// This principal's limits, over the configuration's `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`, or a principal's `limits`: any field left out keeps the default. For the
+/// timeout, memory and rows, 0 means no limit.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_concurrent_queries: Option<u32>,
+    pub query_timeout_secs: Option<u64>,
+    pub query_memory_mb: Option<u64>,
+    pub max_rows: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// These settings over `base`.
+    pub fn over(&self, base: Limits) -> Result<Limits, String> {
+        let nonzero = |v: u64| (v > 0).then_some(v);
+        let limits = Limits {
+            max_concurrent_queries: self
+                .max_concurrent_queries
+                .unwrap_or(base.max_concurrent_queries),
+            query_timeout: match self.query_timeout_secs {
+                Some(s) => nonzero(s).map(Duration::from_secs),
+                None => base.query_timeout,
+            },
+            query_memory_bytes: match self.query_memory_mb {
+                Some(mb) => nonzero(mb).map(|mb| mb.saturating_mul(1024 * 1024)),
+                None => base.query_memory_bytes,
+            },
+            max_rows: match self.max_rows {
+                Some(r) => nonzero(r),
+                None => base.max_rows,
+            },
+        };
+        if limits.max_concurrent_queries == 0 {
+            return Err("max_concurrent_queries must be at least 1".into());
+        }
+        Ok(limits)
+    }
+}
+
+/// What one principal's queries may take. `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Queries running at once (from DoGet to the end of the result).
+    pub max_concurrent_queries: u32,
+    /// Wall time of one query, planning to last row.
+    pub query_timeout: Option<Duration>,
+    /// Memory one query's operators may hold (sorts, aggregates, joins).
+    pub query_memory_bytes: Option<u64>,
+    /// Rows one result may have.
+    pub max_rows: Option<u64>,
+}
+
+impl Default for Limits {
+    /// Generous enough for any per-listener question and an analyst's export; small enough
+    /// that one runaway query cannot hold the gateway.
+    fn default() -> Self {
+        Self {
+            max_concurrent_queries: 16,
+            query_timeout: Some(Duration::from_secs(300)),
+            query_memory_bytes: Some(2048 * 1024 * 1024),
+            max_rows: None,
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -48,6 +126,7 @@ pub struct Principal {
     name: Arc<str>,
     role: Role,
     user_id: Option<Arc<str>>,
+    limits: Limits,
 }
 
 impl Principal {
@@ -56,7 +135,17 @@ impl Principal {
             name: name.into(),
             role,
             user_id: user_id.map(Into::into),
+            limits: Limits::default(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn name(&self) -> &str {

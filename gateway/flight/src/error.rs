@@ -18,38 +18,60 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A limit of the principal (concurrency, time, memory, rows) was reached.
+    #[error("{0}")]
+    Limit(String),
+    /// The query ran past the principal's `query_timeout_secs`.
+    #[error("{0}")]
+    Timeout(String),
     #[error("sending results: {0}")]
     Encode(String),
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// The gRPC code this error answers with.
+    pub(crate) fn code(&self) -> tonic::Code {
+        use sluice_planner::ErrorKind;
+        use tonic::Code;
+        match self {
+            Error::Auth(_) => Code::Unauthenticated,
+            Error::Query(q) => match q.kind() {
+                ErrorKind::InvalidRequest => Code::InvalidArgument,
+                ErrorKind::Unsupported => Code::Unimplemented,
+                ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+                ErrorKind::Cancelled => Code::Cancelled,
+                ErrorKind::Unavailable => Code::Unavailable,
+                ErrorKind::Internal => Code::Internal,
+                ErrorKind::PermissionDenied => Code::PermissionDenied,
+            },
+            Error::UnknownPreparedStatement | Error::UnknownTicket => Code::NotFound,
+            Error::InvalidRequest(_) => Code::InvalidArgument,
+            Error::Unsupported(_) => Code::Unimplemented,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Limit(_) => Code::ResourceExhausted,
+            Error::Timeout(_) => Code::DeadlineExceeded,
+            Error::Encode(_) => Code::Internal,
+        }
+    }
+
+    /// Whether the gateway or a source failed, rather than the request being refused.
+    pub(crate) fn is_failure(&self) -> bool {
+        matches!(
+            self.code(),
+            tonic::Code::Internal | tonic::Code::Unavailable
+        )
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        use sluice_planner::ErrorKind;
-        let message = e.to_string();
-        let status = match &e {
-            Error::Auth(_) => Status::unauthenticated(message),
-            Error::Query(q) => match q.kind() {
-                ErrorKind::InvalidRequest => Status::invalid_argument(message),
-                ErrorKind::Unsupported => Status::unimplemented(message),
-                ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
-                ErrorKind::Cancelled => Status::cancelled(message),
-                ErrorKind::Unavailable => Status::unavailable(message),
-                ErrorKind::Internal => Status::internal(message),
-                ErrorKind::PermissionDenied => Status::permission_denied(message),
-            },
-            Error::UnknownPreparedStatement | Error::UnknownTicket => Status::not_found(message),
-            Error::InvalidRequest(_) => Status::invalid_argument(message),
-            Error::Unsupported(_) => Status::unimplemented(message),
-            Error::PermissionDenied(_) => Status::permission_denied(message),
-            Error::Encode(_) => Status::internal(message),
-        };
-        match status.code() {
-            tonic::Code::Internal | tonic::Code::Unavailable => {
-                warn!(code = ?status.code(), error = %status.message(), "request failed")
-            }
-            _ => info!(code = ?status.code(), error = %status.message(), "request refused"),
+        let status = Status::new(e.code(), e.to_string());
+        if e.is_failure() {
+            warn!(code = ?status.code(), error = %status.message(), "request failed")
+        } else {
+            info!(code = ?status.code(), error = %status.message(), "request refused")
         }
         status
     }

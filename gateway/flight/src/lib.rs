@@ -3,7 +3,9 @@
 //! back as Arrow. [`SluiceFlightService`] is the entry point; mount
 //! [`SluiceFlightService::into_server`] on a tonic server.
 
+mod audit;
 mod error;
+mod limits;
 mod metadata;
 mod results;
 mod server;
@@ -11,6 +13,7 @@ mod service;
 mod session;
 mod session_options;
 
+pub use audit::AuditLog;
 pub use error::Error;
 pub use server::SluiceFlightService;
 pub use service::SluiceSqlService;

@@ -1,6 +1,8 @@
 //! The result stream of one query, from DataFusion to the Flight encoder: batches pass
 //! through as they come (never collected), relabelled to the schema announced in
-//! FlightInfo, stopped by CancelFlightInfo, counted (metrics by outcome) and logged at the end.
+//! FlightInfo, held to the principal's limits (time, rows; the concurrency permit is held
+//! until the end), stopped by CancelFlightInfo, counted (metrics by outcome) and audited at
+//! the end. Whatever ends it frees the plan at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,24 +14,44 @@ use arrow_flight::error::FlightError;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::EmptyRecordBatchStream;
 use futures::Stream;
-use tokio::sync::oneshot;
+use sluice_auth::Principal;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::time::Sleep;
 use tonic::Status;
-use tracing::info;
 
+use crate::audit::{AuditLog, AuditRecord};
 use crate::error::Error;
 use crate::session::Sessions;
+
+/// What a running query is accountable for: who runs it, what it is, how it was routed.
+#[derive(Debug)]
+pub(crate) struct QueryContext {
+    pub(crate) principal: Arc<Principal>,
+    pub(crate) sql: String,
+    pub(crate) route: String,
+    pub(crate) sources: Vec<String>,
+    pub(crate) audit: Arc<AuditLog>,
+    /// The principal's concurrency slot, freed when the stream ends.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
 
 pub(crate) struct ResultStream {
     inner: SendableRecordBatchStream,
     schema: SchemaRef,
     cancel: oneshot::Receiver<()>,
+    deadline: Option<Pin<Box<Sleep>>>,
     sessions: Arc<Sessions>,
     ticket: Vec<u8>,
-    principal: Arc<str>,
+    context: QueryContext,
     started: Instant,
     rows: u64,
     done: bool,
+}
+
+fn flight_error(status: Status) -> FlightError {
+    FlightError::Tonic(Box::new(status))
 }
 
 impl ResultStream {
@@ -38,39 +60,59 @@ impl ResultStream {
         schema: SchemaRef,
         sessions: Arc<Sessions>,
         ticket: Vec<u8>,
-        principal: Arc<str>,
+        context: QueryContext,
     ) -> Self {
         let cancel = sessions.start(&ticket);
+        let deadline = context
+            .principal
+            .limits()
+            .query_timeout
+            .map(|t| Box::pin(tokio::time::sleep(t)));
         Self {
             inner,
             schema,
             cancel,
+            deadline,
             sessions,
             ticket,
-            principal,
+            context,
             started: Instant::now(),
             rows: 0,
             done: false,
         }
     }
 
-    fn end(&mut self, outcome: &'static str) {
-        if !self.done {
-            self.done = true;
-            self.sessions.finish(&self.ticket);
-            let elapsed = self.started.elapsed();
-            sluice_metrics::QUERIES.with_label_values(&[outcome]).inc();
-            sluice_metrics::QUERY_SECONDS
-                .with_label_values(&[outcome])
-                .observe(elapsed.as_secs_f64());
-            info!(
-                principal = %self.principal,
-                rows = self.rows,
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                outcome,
-                "query done"
-            );
+    /// Ends the query once: frees its plan and its concurrency slot, counts and audits it.
+    fn end(&mut self, outcome: &'static str, error: Option<&str>) {
+        if self.done {
+            return;
         }
+        self.done = true;
+        self.inner = Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema)));
+        self.context.permit = None;
+        self.sessions.finish(&self.ticket);
+        let elapsed = self.started.elapsed();
+        sluice_metrics::QUERIES.with_label_values(&[outcome]).inc();
+        sluice_metrics::QUERY_SECONDS
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+        let c = &self.context;
+        let mut record = AuditRecord::new(&c.principal, &c.sql, outcome).elapsed(elapsed);
+        record.route = &c.route;
+        record.sources = &c.sources;
+        record.rows = self.rows;
+        record.error = error;
+        c.audit.record(&record);
+    }
+
+    /// Ends the query with `status` as its last item.
+    fn fail(
+        &mut self,
+        outcome: &'static str,
+        status: Status,
+    ) -> Poll<Option<<Self as Stream>::Item>> {
+        self.end(outcome, Some(status.message()));
+        Poll::Ready(Some(Err(flight_error(status))))
     }
 
     fn relabel(&self, batch: RecordBatch) -> Result<RecordBatch, FlightError> {
@@ -83,7 +125,7 @@ impl ResultStream {
             batch.columns().to_vec(),
             &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
         )
-        .map_err(|e| FlightError::Tonic(Box::new(Status::from(Error::Encode(e.to_string())))))
+        .map_err(|e| flight_error(Status::from(Error::Encode(e.to_string()))))
     }
 }
 
@@ -95,23 +137,61 @@ impl Stream for ResultStream {
             return Poll::Ready(None);
         }
         if let Poll::Ready(Ok(())) = Pin::new(&mut self.cancel).poll(cx) {
-            self.end("cancelled");
-            return Poll::Ready(Some(Err(FlightError::Tonic(Box::new(Status::cancelled(
-                "query cancelled by CancelFlightInfo",
-            ))))));
+            return self.fail(
+                "cancelled",
+                Status::cancelled("query cancelled by CancelFlightInfo"),
+            );
+        }
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let limits = *self.context.principal.limits();
+            let secs = limits.query_timeout.unwrap_or_default().as_secs();
+            let status = Status::from(Error::Timeout(format!(
+                "the query ran longer than {secs} s, the limit of {} (query_timeout_secs); \
+                 narrow it or ask for a higher limit",
+                self.context.principal.name()
+            )));
+            return self.fail("timeout", status);
         }
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(batch))) => {
                 self.rows += batch.num_rows() as u64;
+                if let Some(max) = self.context.principal.limits().max_rows
+                    && self.rows > max
+                {
+                    let status = Status::from(Error::Limit(format!(
+                        "the result has more than {max} rows, the limit of {} (max_rows); \
+                         add LIMIT, aggregate, or ask for a higher limit",
+                        self.context.principal.name()
+                    )));
+                    self.rows -= batch.num_rows() as u64;
+                    return self.fail("too_many_rows", status);
+                }
                 Poll::Ready(Some(self.relabel(batch)))
             }
             Poll::Ready(Some(Err(e))) => {
-                self.end("failed");
-                let status = Status::from(Error::Query(sluice_planner::Error::Execute(e)));
-                Poll::Ready(Some(Err(FlightError::Tonic(Box::new(status)))))
+                let error = sluice_planner::Error::Execute(e);
+                let status = match error.kind() {
+                    sluice_planner::ErrorKind::ResourceExhausted => {
+                        let mb = self
+                            .context
+                            .principal
+                            .limits()
+                            .query_memory_bytes
+                            .map_or(0, |b| b / (1024 * 1024));
+                        Status::from(Error::Limit(format!(
+                            "the query needs more memory than {mb} MB, the limit of {} \
+                             (query_memory_mb): {error}",
+                            self.context.principal.name()
+                        )))
+                    }
+                    _ => Status::from(Error::Query(error)),
+                };
+                self.fail("failed", status)
             }
             Poll::Ready(None) => {
-                self.end("ok");
+                self.end("ok", None);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -122,6 +202,6 @@ impl Stream for ResultStream {
 impl Drop for ResultStream {
     fn drop(&mut self) {
         // A client that goes away drops the stream, and with it the DataFusion plan.
-        self.end("client_gone");
+        self.end("client_gone", None);
     }
 }

@@ -14,7 +14,9 @@ use sluice_auth::Authenticator;
 use sluice_planner::QueryEngine;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::AuditLog;
 use crate::error::Error;
+use crate::limits::ConcurrencyLimiter;
 use crate::service::{Caller, SluiceSqlService};
 use crate::session::Sessions;
 
@@ -27,12 +29,14 @@ pub struct SluiceFlightService {
 }
 
 impl SluiceFlightService {
-    pub fn new(engine: Arc<QueryEngine>, auth: Arc<Authenticator>) -> Self {
+    pub fn new(engine: Arc<QueryEngine>, auth: Arc<Authenticator>, audit: AuditLog) -> Self {
         Self {
             inner: Arc::new(SluiceSqlService {
                 engine,
                 auth,
                 sessions: Arc::new(Sessions::default()),
+                audit: Arc::new(audit),
+                limiter: ConcurrencyLimiter::default(),
             }),
         }
     }

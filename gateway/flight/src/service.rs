@@ -39,9 +39,11 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span};
 
+use crate::audit::{AuditLog, AuditRecord};
 use crate::error::{Error, Result};
+use crate::limits::ConcurrencyLimiter;
 use crate::metadata::{self, KeyFilter, SQL_INFO, XDBC_TYPES};
-use crate::results::ResultStream;
+use crate::results::{QueryContext, ResultStream};
 use crate::session::{Prepared, Sessions};
 use crate::session_options::{
     CANCEL_FLIGHT_INFO, CLOSE_SESSION, CloseSessionResult, CloseSessionStatus, ErrorValue,
@@ -65,6 +67,8 @@ pub struct SluiceSqlService {
     pub(crate) engine: Arc<QueryEngine>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) limiter: ConcurrencyLimiter,
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
@@ -198,11 +202,17 @@ impl SluiceSqlService {
             .sessions
             .with(&caller.session_key, |s| s.settings.clone());
         let span = info_span!("plan", principal = %caller.principal.name());
-        Ok(self
+        let started = std::time::Instant::now();
+        let planned = self
             .engine
             .plan(&caller.principal, &settings, sql)
             .instrument(span)
-            .await?)
+            .await
+            .map_err(Error::from);
+        if let Err(e) = &planned {
+            self.audit_refusal(caller, sql, e, started);
+        }
+        planned
     }
 
     fn apply_setting(&self, caller: &Caller, name: &str, value: &str) -> Result<()> {
@@ -212,7 +222,8 @@ impl SluiceSqlService {
         Ok(())
     }
 
-    /// Answers GetFlightInfo for a statement: rows get a ticket, SET is applied here.
+    /// Answers GetFlightInfo for a statement: rows get a ticket, SET is applied here. A
+    /// statement refused here is audited here; one that runs is audited when it ends.
     async fn statement_info(
         &self,
         caller: &Caller,
@@ -220,7 +231,33 @@ impl SluiceSqlService {
         params: Option<Vec<ScalarValue>>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
-        match self.plan(caller, sql).await? {
+        let statement = self.plan(caller, sql).await?;
+        let started = std::time::Instant::now();
+        let result = self.describe_statement(caller, statement, params, descriptor);
+        if let Err(e) = &result {
+            self.audit_refusal(caller, sql, e, started);
+        }
+        result
+    }
+
+    /// Audits a statement that ended before it ran.
+    fn audit_refusal(&self, caller: &Caller, sql: &str, e: &Error, started: std::time::Instant) {
+        let outcome = if e.is_failure() { "failed" } else { "refused" };
+        let mut record =
+            AuditRecord::new(&caller.principal, sql, outcome).elapsed(started.elapsed());
+        let message = e.to_string();
+        record.error = Some(&message);
+        self.audit.record(&record);
+    }
+
+    fn describe_statement(
+        &self,
+        caller: &Caller,
+        statement: PlannedStatement,
+        params: Option<Vec<ScalarValue>>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
+        match statement {
             PlannedStatement::Set { name, value } => {
                 self.apply_setting(caller, &name, &value)?;
                 update_info(descriptor, 0)
@@ -248,9 +285,21 @@ impl SluiceSqlService {
         }
     }
 
-    /// Runs a planned query and streams its batches.
+    /// Runs a planned query and streams its batches, within the principal's limits.
     async fn run(&self, caller: &Caller, query: Query, ticket: Vec<u8>) -> Result<DoGetStream> {
+        let started = std::time::Instant::now();
+        let sql = query.sql().to_string();
+        let result = self.start(caller, query, ticket).await;
+        if let Err(e) = &result {
+            self.audit_refusal(caller, &sql, e, started);
+        }
+        result
+    }
+
+    async fn start(&self, caller: &Caller, query: Query, ticket: Vec<u8>) -> Result<DoGetStream> {
+        let permit = self.limiter.acquire(&caller.principal)?;
         let schema: SchemaRef = query.schema();
+        let sql = query.sql().to_string();
         let (stream, manifest) = query
             .execute()
             .instrument(info_span!("execute", principal = %caller.principal.name()))
@@ -261,12 +310,20 @@ impl SluiceSqlService {
             route = %manifest.summary(),
             "query started"
         );
+        let context = QueryContext {
+            principal: Arc::clone(&caller.principal),
+            sql,
+            route: manifest.summary(),
+            sources: manifest.sources.clone(),
+            audit: Arc::clone(&self.audit),
+            permit: Some(permit),
+        };
         let batches = ResultStream::new(
             stream,
             Arc::clone(&schema),
             Arc::clone(&self.sessions),
             ticket,
-            caller.principal.name().into(),
+            context,
         );
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -409,20 +466,16 @@ impl FlightSqlService for SluiceSqlService {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let (token, principal) = match header.as_deref() {
-            Some(h) if h.trim_start().to_ascii_lowercase().starts_with("basic ") => {
-                let (token, principal) = self.auth.login_basic(h).map_err(Error::from)?;
-                (token.token, principal)
-            }
-            // A client that already holds a token (JDBC `token=`) handshakes with it.
-            Some(h) => {
-                let principal = self.auth.check_bearer(h).map_err(Error::from)?;
-                let token = h.trim()[7..].trim().to_string();
-                (token, principal)
-            }
-            None => return Err(Error::from(sluice_auth::AuthError::MissingCredentials).into()),
-        };
-        info!(principal = %principal.name(), role = %principal.role(), "login");
+        // Basic logs in; a bearer (static token, JWT, session) is exchanged for a session
+        // token, which ends no later than a JWT it came from.
+        let (session, principal) = self.auth.login(header.as_deref()).map_err(Error::from)?;
+        info!(
+            principal = %principal.name(),
+            role = %principal.role(),
+            expires_in_s = session.expires_in.as_secs(),
+            "login"
+        );
+        let token = session.token;
         let bearer = format!("Bearer {token}");
         let response = HandshakeResponse {
             protocol_version: 0,
@@ -433,6 +486,10 @@ impl FlightSqlService for SluiceSqlService {
         let value = MetadataValue::try_from(bearer.as_str())
             .map_err(|_| Status::internal("token is not a valid header value"))?;
         response.metadata_mut().insert("authorization", value);
+        response.metadata_mut().insert(
+            "sluice-session-expires-in",
+            MetadataValue::from(session.expires_in.as_secs()),
+        );
         Ok(response)
     }
 

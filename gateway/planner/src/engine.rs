@@ -1,3 +1,4 @@
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -10,8 +11,10 @@ use datafusion::catalog::{
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::logical_expr::{Explain, LogicalPlan, Statement};
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionConfig;
@@ -22,6 +25,7 @@ use sluice_connector_api::{Sources, Watermark};
 use tracing::debug;
 
 use crate::error::{Error, Result};
+use crate::executor::QueryExecutor;
 use crate::federation::{CatalogTable, SluiceQueryPlanner};
 use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
 use crate::ingest::{EventIngest, IngestTarget};
@@ -39,6 +43,8 @@ pub struct QueryEngine {
     base: SessionState,
     watermark: Arc<dyn Watermark>,
     ingest: EventIngest,
+    /// Where plans run; `None`: on the caller's runtime (tests).
+    executor: Option<QueryExecutor>,
 }
 
 /// One planned statement.
@@ -58,6 +64,9 @@ pub struct Query {
     scope: Arc<QueryScope>,
     /// Whether `plan` has been through the optimizer (routes and rollups chosen).
     optimized: bool,
+    /// The statement as the client sent it (for the audit log).
+    sql: Arc<str>,
+    executor: Option<QueryExecutor>,
 }
 
 fn internal(e: datafusion::error::DataFusionError) -> Error {
@@ -136,7 +145,14 @@ impl QueryEngine {
                 watermark: Arc::clone(&sources.watermark),
             },
             watermark: sources.watermark,
+            executor: None,
         })
+    }
+
+    /// Runs every query's plan on `executor`'s runtime rather than the caller's.
+    pub fn with_executor(mut self, executor: QueryExecutor) -> Self {
+        self.executor = Some(executor);
+        self
     }
 
     /// Checks that `principal` may write events into `target`; call before reading the
@@ -169,6 +185,21 @@ impl QueryEngine {
     ) -> Result<PlannedStatement> {
         let mut state = self.base.clone();
         settings.apply(state.config_mut().options_mut())?;
+        if let Some(bytes) = principal.limits().query_memory_bytes {
+            // The principal's memory limit, as this query's own pool: sorts, aggregates and
+            // joins past it spill or fail with ResourcesExhausted, never take the process.
+            let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+                .with_memory_pool(Arc::new(TrackConsumersPool::new(
+                    GreedyMemoryPool::new(usize::try_from(bytes).unwrap_or(usize::MAX)),
+                    NonZeroUsize::new(3).expect("3 > 0"),
+                )))
+                .build_arc()
+                .map_err(Error::Execute)?;
+            state = SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(runtime)
+                .build();
+        }
+        let original_sql: Arc<str> = sql.into();
         if let Some(user) = principal.scope() {
             state.add_analyzer_rule(Arc::new(ListenerScopeRule::new(user)));
         }
@@ -197,6 +228,17 @@ impl QueryEngine {
                     name: set.variable.clone(),
                     value: set.value.clone(),
                 });
+            }
+            // Row counts and statistics of the sources cover every listener: a listener
+            // gets the plan (EXPLAIN), not them.
+            LogicalPlan::Analyze(_) | LogicalPlan::Explain(Explain { verbose: true, .. })
+                if principal.scope().is_some() =>
+            {
+                return Err(Error::Forbidden(format!(
+                    "EXPLAIN ANALYZE and EXPLAIN VERBOSE show source row counts and statistics \
+                     beyond listener {}; use EXPLAIN",
+                    principal.scope().unwrap_or_default()
+                )));
             }
             LogicalPlan::Statement(other) => {
                 return Err(Error::Plan(
@@ -227,11 +269,18 @@ impl QueryEngine {
             plan,
             scope,
             optimized: false,
+            sql: original_sql,
+            executor: self.executor.clone(),
         })))
     }
 }
 
 impl Query {
+    /// The statement as the client sent it.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
     /// The schema of the rows the query returns.
     pub fn schema(&self) -> SchemaRef {
         Arc::new(self.plan.schema().as_arrow().clone())
@@ -311,9 +360,17 @@ impl Query {
         )
     }
 
-    /// Plans the query physically and starts it. `EXPLAIN` gains a `sluice_route` row: the
-    /// route in words ([`Manifest::describe`]).
-    pub async fn execute(mut self) -> Result<(SendableRecordBatchStream, Manifest)> {
+    /// Plans the query physically and starts it, on the engine's executor when it has one.
+    /// `EXPLAIN` gains a `sluice_route` row: the route in words ([`Manifest::describe`]).
+    pub async fn execute(self) -> Result<(SendableRecordBatchStream, Manifest)> {
+        let Some(executor) = self.executor.clone() else {
+            return self.start().await;
+        };
+        let (stream, manifest) = executor.run(self.start()).await.map_err(Error::Execute)??;
+        Ok((executor.drive(stream), manifest))
+    }
+
+    async fn start(mut self) -> Result<(SendableRecordBatchStream, Manifest)> {
         self.optimize()?;
         let physical = self
             .state

@@ -17,6 +17,7 @@
 
 mod engine;
 mod error;
+mod executor;
 mod federation;
 mod information_schema;
 mod ingest;
@@ -32,6 +33,7 @@ mod tests;
 
 pub use engine::{PlannedStatement, Query, QueryEngine};
 pub use error::{Error, ErrorKind, Result};
+pub use executor::QueryExecutor;
 pub use information_schema::{ListedTable, listed_tables, sql_type_name};
 pub use ingest::IngestTarget;
 pub use manifest::{Manifest, ManifestRead, PassedOver};

@@ -18,8 +18,15 @@ const SETTABLE_PREFIXES: &[&str] = &[
     "datafusion.format.",
 ];
 
-/// Settings that would let a session read outside what the gateway serves.
-const FORBIDDEN: &[&str] = &["datafusion.execution.listing_table_ignore_subdirectory"];
+/// Settings that would let a session read outside what the gateway serves, or switch off the
+/// optimizer rules that split `streams` into what its sources hold (no answer without them).
+const FORBIDDEN: &[&str] = &[
+    "datafusion.execution.listing_table_ignore_subdirectory",
+    "datafusion.optimizer.max_passes",
+    "datafusion.optimizer.skip_failed_rules",
+    // Column statistics (min/max of user_id) span every listener.
+    "datafusion.explain.show_statistics",
+];
 
 /// `sluice.route`: how a query may be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -25,6 +25,9 @@ pub(crate) enum Command {
     /// Manage the ClickHouse cold store.
     #[command(subcommand)]
     Clickhouse(ClickhouseCommand),
+    /// Read a password from standard input and print its Argon2id hash, for a principal's
+    /// `password_hash`.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +75,12 @@ pub(crate) struct ServeArgs {
     /// dataset's end minus this). Default: 7.
     #[arg(long, env = "SLUICE_HOT_DAYS")]
     pub(crate) hot_days: Option<u32>,
+    /// TLS certificate chain (PEM) for the Flight SQL endpoint; with --tls-key.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Address of the HTTP endpoint for Prometheus `/metrics`, `/healthz` and `/readyz`
     /// (`127.0.0.1:0` picks a free port). Default: none.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]

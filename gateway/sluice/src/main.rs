@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Generate(args) => generate::run(args),
         cli::Command::Load(args) => load::run(args),
         cli::Command::Clickhouse(cli::ClickhouseCommand::Init(args)) => clickhouse::init(args),
+        cli::Command::HashPassword => hash_password(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,4 +36,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `sluice hash-password`: one line of standard input (no echo needed: pipe it, or type it
+/// and press Enter) to an Argon2id PHC string on standard output.
+fn hash_password() -> Result<(), Box<dyn std::error::Error>> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err("no password on standard input".into());
+    }
+    println!("{}", sluice_auth::hash_password(password)?);
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_auth::{Authenticator, PrincipalConfig, Role};
+use sluice_auth::{AuthOptions, Authenticator, Limits, PrincipalConfig, Role};
 use sluice_catalog::{Dataset, GenerateConfig};
 use sluice_connector_api::{EventSource, Sources, Watermark};
 use sluice_connector_clickhouse::{ClickHouseColdStore, ClickHouseConfig, ClickHouseWatermark};
@@ -12,13 +12,13 @@ use sluice_connector_embedded::{
     EmbeddedConfig, EmbeddedSources, ParquetColdStore, entity_tables, hot_window,
 };
 use sluice_connector_redis::{RedisConfig, RedisHotStore, RedisWatermark};
-use sluice_flight::SluiceFlightService;
-use sluice_planner::QueryEngine;
+use sluice_flight::{AuditLog, SluiceFlightService};
+use sluice_planner::{QueryEngine, QueryExecutor};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::cli::ServeArgs;
-use crate::config::FileConfig;
+use crate::config::{FileConfig, TlsSection};
 use crate::generate::today;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:32010";
@@ -63,24 +63,30 @@ fn demo_principals(dataset: &Dataset) -> Vec<PrincipalConfig> {
         .map(|u| PrincipalConfig {
             name: u.clone(),
             password: Some(u.clone()),
+            password_hash: None,
             token: None,
             role: Role::Listener,
             user_id: Some(u),
+            limits: Default::default(),
         })
         .collect();
     principals.push(PrincipalConfig {
         name: "analyst".into(),
         password: Some("analyst".into()),
+        password_hash: None,
         token: None,
         role: Role::Analyst,
         user_id: None,
+        limits: Default::default(),
     });
     principals.push(PrincipalConfig {
         name: "admin".into(),
         password: Some("admin".into()),
+        password_hash: None,
         token: None,
         role: Role::Admin,
         user_id: None,
+        limits: Default::default(),
     });
     principals
 }
@@ -119,21 +125,42 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     } else {
         file.principal
     };
-    let auth = Authenticator::new(&principals, Duration::from_secs(file.auth.session_ttl_secs))?;
+    let options = AuthOptions {
+        session_ttl: Duration::from_secs(file.auth.session_ttl_secs),
+        jwt: file.auth.jwt,
+        limits: file
+            .limits
+            .over(Limits::default())
+            .map_err(|e| format!("[limits]: {e}"))?,
+    };
+    let auth = Authenticator::new(&principals, &options)?;
     if !demo_logins {
         auth.warn_plain_passwords();
     }
+    let tls = tls(&args.tls_cert, &args.tls_key, file.tls.as_ref(), listen)?;
+    let audit = match &file.audit.file {
+        Some(path) => AuditLog::with_file(path)
+            .map_err(|e| format!("opening the audit file {}: {e}", path.display()))?,
+        None => AuditLog::to_log(),
+    };
 
     let redis = file.redis;
     let clickhouse = file.clickhouse;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // Query plans run on a runtime of their own, so that a heavy one never keeps the
+    // gRPC side from answering logins, cancels and timeouts.
+    let queries = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("sluice-query")
+        .enable_all()
+        .build()?;
+    let executor = QueryExecutor::new(queries.handle().clone());
+    let served = runtime.block_on(async move {
         let (sources, hot_name) = open_sources(&dataset, redis, clickhouse, hot_days).await?;
         let watermark = sources.watermark.current_ms().await.unwrap_or(i64::MIN);
-        let engine = Arc::new(QueryEngine::new(sources)?);
-        let service = SluiceFlightService::new(engine, Arc::new(auth));
+        let engine = Arc::new(QueryEngine::new(sources)?.with_executor(executor));
+        let service = SluiceFlightService::new(engine, Arc::new(auth), audit);
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -175,19 +202,72 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         if let Some(m) = metrics {
             banner.push_str(&format!("Metrics: http://{m}/metrics\n"));
         }
-        banner.push_str(&format!("Flight SQL: grpc://{local}\n"));
+        let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+        banner.push_str(&format!("Flight SQL: {scheme}://{local}\n"));
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
         drop(out);
-        info!(address = %local, "serving Flight SQL");
+        info!(address = %local, tls = tls.is_some(), "serving Flight SQL");
 
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        server
             .add_service(service.into_server())
             .serve_with_incoming_shutdown(incoming(listener), shutdown())
             .await?;
         info!("stopped");
         Ok::<(), BoxError>(())
-    })
+    });
+    queries.shutdown_background();
+    served
+}
+
+/// TLS for the Flight SQL endpoint, from the flags, else `[tls]`. Plaintext only when
+/// configured off (`[tls] enabled = false`), or unconfigured on a loopback address, which
+/// nothing off this machine reaches (the demo, the tests).
+fn tls(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    section: Option<&TlsSection>,
+    listen: SocketAddr,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, BoxError> {
+    let files = match (cert, key, section) {
+        (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
+        (_, _, Some(t)) if !t.enabled => None,
+        (
+            _,
+            _,
+            Some(TlsSection {
+                cert: Some(c),
+                key: Some(k),
+                ..
+            }),
+        ) => Some((c.clone(), k.clone())),
+        (_, _, Some(_)) => {
+            return Err("[tls] needs both cert and key (PEM files), or enabled = false".into());
+        }
+        (_, _, None) if listen.ip().is_loopback() => None,
+        (_, _, None) => {
+            return Err(format!(
+                "refusing to serve Flight SQL on {listen} without TLS: set [tls] cert and key \
+                 (or --tls-cert and --tls-key), or [tls] enabled = false to serve plaintext on purpose"
+            )
+            .into());
+        }
+    };
+    let Some((cert, key)) = files else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf, what: &str| {
+        std::fs::read(p).map_err(|e| format!("reading the TLS {what} {}: {e}", p.display()))
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read(&cert, "certificate")?, read(&key, "key")?);
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new().identity(identity),
+    ))
 }
 
 /// The sources to serve: the cold store (ClickHouse, else the dataset's Parquet files), the

@@ -1,0 +1,63 @@
+//! Where queries run: DataFusion's operators are CPU-bound and may hold a thread for seconds
+//! between two yields (a large join, a sort). Run on the runtime that serves gRPC, they would
+//! starve it: no login, no cancel, no timeout until they yield. So each query's plan runs on
+//! a runtime of its own ([`QueryExecutor`]) and hands its batches over a small channel.
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+
+/// A handle on the runtime that runs query plans (the caller owns the runtime).
+#[derive(Debug, Clone)]
+pub struct QueryExecutor {
+    handle: Handle,
+}
+
+/// Stops the task that drives a stream when the stream's reader goes away.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl QueryExecutor {
+    pub fn new(handle: Handle) -> Self {
+        Self { handle }
+    }
+
+    /// Runs `future` on the query runtime.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, DataFusionError> {
+        self.handle
+            .spawn(future)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// Drives `stream` on the query runtime; the stream returned reads its batches. Two
+    /// batches in flight keep both sides busy without buffering a result.
+    pub(crate) fn drive(&self, mut stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        let schema = stream.schema();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let pump = self.handle.spawn(async move {
+            while let Some(item) = stream.next().await {
+                if tx.send(item).await.is_err() {
+                    break; // the reader went away
+                }
+            }
+        });
+        let guard = AbortOnDrop(pump.abort_handle());
+        let batches = futures::stream::poll_fn(move |cx| {
+            let _owns = &guard;
+            rx.poll_recv(cx)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+    }
+}
