@@ -11,6 +11,7 @@ import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 import jwt
+import pyarrow as pa
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -390,3 +391,43 @@ def test_every_query_is_audited(limited):
     assert refused["outcome"] == "refused" and "nope" in refused["error"]
     outcomes = {r["outcome"] for r in records}
     assert {"ok", "refused"} <= outcomes
+
+
+def test_every_rpc_refuses_expired_and_wrongly_signed_jwts(jwt_server):
+    """Each Flight RPC, called with a bad JWT, answers UNAUTHENTICATED (pyarrow.flight, which
+    has no PollFlightInfo; tests/e2e walks that one, without credentials)."""
+    from pyarrow import flight
+    alg, server, key, foreign = jwt_server
+    good = claims(iss="https://idp.example")
+    tokens = {"expired": jwt.encode(good | {"exp": int(time.time()) - 60}, key, algorithm=alg),
+              "wrongly signed": jwt.encode(good, foreign, algorithm=alg)}
+    client = flight.FlightClient(server.uri)
+    descriptor = flight.FlightDescriptor.for_command(b"x")
+    rpcs = {
+        "ListFlights": lambda o: list(client.list_flights(options=o)),
+        "GetFlightInfo": lambda o: client.get_flight_info(descriptor, options=o),
+        "GetSchema": lambda o: client.get_schema(descriptor, options=o),
+        "DoGet": lambda o: client.do_get(flight.Ticket(b"x"), options=o).read_all(),
+        "DoPut": lambda o: client.do_put(descriptor, pa.schema([("a", pa.int64())]),
+                                         options=o)[0].close(),
+        "DoExchange": lambda o: client.do_exchange(descriptor, options=o)[0].close(),
+        "DoAction": lambda o: list(client.do_action(flight.Action("CloseSession", b""),
+                                                    options=o)),
+        "ListActions": lambda o: list(client.list_actions(options=o)),
+    }
+    try:
+        for case, token in tokens.items():
+            options = flight.FlightCallOptions(
+                headers=[(b"authorization", f"Bearer {token}".encode())])
+            for rpc, call in rpcs.items():
+                # Streaming calls (DoPut, DoExchange) report it as an OSError on close.
+                with pytest.raises((flight.FlightUnauthenticatedError, OSError)) as e:
+                    call(options)
+                message = str(e.value)
+                assert "unauthenticated" in message.lower(), f"{case} {rpc}: {message}"
+                assert "JWT refused" in message, f"{case} {rpc}: {message}"
+            # The handshake too.
+            with pytest.raises(flight.FlightUnauthenticatedError):
+                client.authenticate_basic_token(b"", b"", options=options)
+    finally:
+        client.close()
