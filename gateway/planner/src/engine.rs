@@ -362,15 +362,7 @@ impl Query {
 
     /// Plans the query physically and starts it, on the engine's executor when it has one.
     /// `EXPLAIN` gains a `sluice_route` row: the route in words ([`Manifest::describe`]).
-    pub async fn execute(self) -> Result<(SendableRecordBatchStream, Manifest)> {
-        let Some(executor) = self.executor.clone() else {
-            return self.start().await;
-        };
-        let (stream, manifest) = executor.run(self.start()).await.map_err(Error::Execute)??;
-        Ok((executor.drive(stream), manifest))
-    }
-
-    async fn start(mut self) -> Result<(SendableRecordBatchStream, Manifest)> {
+    pub async fn execute(mut self) -> Result<(SendableRecordBatchStream, Manifest)> {
         self.optimize()?;
         let physical = self
             .state
@@ -379,13 +371,22 @@ impl Query {
             .await
             .map_err(Error::Plan)?;
         debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
-        let stream = execute_stream(physical, self.state.task_ctx()).map_err(Error::Execute)?;
         let manifest = self.manifest();
-        let stream = match self.plan {
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
-                with_route_row(stream, &manifest.describe())?
+        let route = matches!(self.plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
+            .then(|| manifest.describe());
+        let schema = physical.schema();
+        let task_ctx = self.state.task_ctx();
+        // Operators spawn their tasks where the plan starts: on the executor's runtime.
+        let start = move || {
+            let stream = execute_stream(physical, task_ctx)?;
+            match route {
+                Some(route) => with_route_row(stream, &route),
+                None => Ok(stream),
             }
-            _ => stream,
+        };
+        let stream = match &self.executor {
+            Some(executor) => executor.drive(schema, start),
+            None => start().map_err(Error::Execute)?,
         };
         Ok((stream, manifest))
     }
@@ -395,7 +396,7 @@ impl Query {
 fn with_route_row(
     stream: SendableRecordBatchStream,
     route: &str,
-) -> Result<SendableRecordBatchStream> {
+) -> datafusion::error::Result<SendableRecordBatchStream> {
     let schema = stream.schema();
     let columns = schema
         .fields()
@@ -405,10 +406,8 @@ fn with_route_row(
             let text: ArrayRef = Arc::new(StringArray::from(vec![v]));
             cast(&text, f.data_type())
         })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Execute(e.into()))?;
-    let row =
-        RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| Error::Execute(e.into()))?;
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let row = RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Box::pin(RecordBatchStreamAdapter::new(
         schema,
         stream.chain(futures::stream::once(async move { Ok(row) })),

@@ -3,6 +3,7 @@
 //! starve it: no login, no cancel, no timeout until they yield. So each query's plan runs on
 //! a runtime of its own ([`QueryExecutor`]) and hands its batches over a small channel.
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -30,23 +31,24 @@ impl QueryExecutor {
         Self { handle }
     }
 
-    /// Runs `future` on the query runtime.
-    pub(crate) async fn run<T: Send + 'static>(
+    /// Starts a plan (`start`, which returns its stream of `schema`) on the query runtime
+    /// and drives it there; the stream returned reads its batches. One hop between the
+    /// runtimes per query; two batches in flight keep both sides busy without buffering a
+    /// result.
+    pub(crate) fn drive(
         &self,
-        future: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, DataFusionError> {
-        self.handle
-            .spawn(future)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))
-    }
-
-    /// Drives `stream` on the query runtime; the stream returned reads its batches. Two
-    /// batches in flight keep both sides busy without buffering a result.
-    pub(crate) fn drive(&self, mut stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
-        let schema = stream.schema();
+        schema: SchemaRef,
+        start: impl FnOnce() -> Result<SendableRecordBatchStream, DataFusionError> + Send + 'static,
+    ) -> SendableRecordBatchStream {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let pump = self.handle.spawn(async move {
+            let mut stream = match start() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
             while let Some(item) = stream.next().await {
                 if tx.send(item).await.is_err() {
                     break; // the reader went away
