@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use datafusion::catalog::TableProvider;
@@ -139,21 +139,15 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
 }
 
 fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
-    let mut b = StringBuilder::new();
-    values.for_each(|v| b.append_value(v));
-    Arc::new(b.finish())
+    Arc::new(StringArray::from_iter_values(values))
 }
 
 fn ints(values: impl Iterator<Item = i64>) -> ArrayRef {
-    let mut b = Int64Builder::new();
-    values.for_each(|v| b.append_value(v));
-    Arc::new(b.finish())
+    Arc::new(Int64Array::from_iter_values(values))
 }
 
 fn times(values: impl Iterator<Item = i64>) -> ArrayRef {
-    let mut b = TimestampMillisecondBuilder::new().with_timezone(TIME_ZONE);
-    values.for_each(|v| b.append_value(v));
-    Arc::new(b.finish())
+    Arc::new(TimestampMillisecondArray::from_iter_values(values).with_timezone(TIME_ZONE))
 }
 
 fn day_batch(rows: &[(&(u32, i64, u32), &Measures)], text: &[String]) -> Result<RecordBatch> {

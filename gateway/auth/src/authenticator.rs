@@ -57,6 +57,17 @@ struct Account {
     principal: Arc<Principal>,
 }
 
+/// What a bearer token turned out to be.
+#[derive(Debug)]
+enum Bearer<'h> {
+    /// A session token from a handshake, with its time left.
+    Session { token: &'h str, left: Duration },
+    /// A static token from the configuration.
+    Static,
+    /// A JWT, with the time left before its `exp`.
+    Jwt { left: Duration },
+}
+
 #[derive(Debug)]
 struct Session {
     principal: Arc<Principal>,
@@ -149,9 +160,10 @@ impl Authenticator {
         let decoy = accounts
             .values()
             .any(|a| matches!(a.secret, Some(Secret::Hash(_))))
-            .then(|| hash_password("decoy").and_then(|h| StoredHash::parse(&h)))
-            .transpose()
-            .map_err(ConfigError::Jwt)?;
+            .then(|| {
+                let phc = hash_password("decoy").expect("hashing a constant with a fresh salt");
+                StoredHash::parse(&phc).expect("a hash just made parses")
+            });
         Ok(Self {
             accounts,
             static_tokens,
@@ -207,23 +219,19 @@ impl Authenticator {
         if strip_scheme(header, "basic").is_some() {
             return self.login_basic(header);
         }
-        let (principal, lifetime) = self.resolve_bearer(header)?;
-        let token = strip_scheme(header, "bearer").unwrap_or_default().trim();
-        if let Some(left) = lifetime
-            && self
-                .sessions
-                .read()
-                .expect("sessions lock")
-                .contains_key(token)
-        {
+        let (principal, bearer) = self.resolve_bearer(header)?;
+        let ttl = match bearer {
             // Already a session token: the client keeps it (and its session's settings).
-            let session = SessionToken {
-                token: token.to_string(),
-                expires_in: left,
-            };
-            return Ok((session, principal));
-        }
-        let ttl = lifetime.map_or(self.session_ttl, |l| l.min(self.session_ttl));
+            Bearer::Session { token, left } => {
+                let session = SessionToken {
+                    token: token.to_string(),
+                    expires_in: left,
+                };
+                return Ok((session, principal));
+            }
+            Bearer::Static => self.session_ttl,
+            Bearer::Jwt { left } => left.min(self.session_ttl),
+        };
         Ok((self.open_session(Arc::clone(&principal), ttl), principal))
     }
 
@@ -250,18 +258,18 @@ impl Authenticator {
         self.resolve_bearer(header).map(|(p, _)| p)
     }
 
-    /// The principal of a bearer token, and for a session or JWT how long it stays valid.
-    fn resolve_bearer(
+    /// The principal of a bearer token, and what kind of token it is.
+    fn resolve_bearer<'h>(
         &self,
-        header: &str,
-    ) -> Result<(Arc<Principal>, Option<Duration>), AuthError> {
+        header: &'h str,
+    ) -> Result<(Arc<Principal>, Bearer<'h>), AuthError> {
         let token = strip_scheme(header, "bearer")
             .ok_or(AuthError::MalformedHeader("expected 'Bearer <token>'"))?
             .trim();
         if let Some(s) = self.sessions.read().expect("sessions lock").get(token) {
             let left = s.expires.saturating_duration_since(Instant::now());
             return if left > Duration::ZERO {
-                Ok((Arc::clone(&s.principal), Some(left)))
+                Ok((Arc::clone(&s.principal), Bearer::Session { token, left }))
             } else {
                 Err(AuthError::Expired)
             };
@@ -273,7 +281,7 @@ impl Authenticator {
             }
         }
         if let Some(p) = found {
-            return Ok((p, None));
+            return Ok((p, Bearer::Static));
         }
         match &self.jwt {
             // A JWT is three base64url parts; anything else is an unknown opaque token.
@@ -288,10 +296,8 @@ impl Authenticator {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_secs();
-                Ok((
-                    principal,
-                    Some(Duration::from_secs(claims.exp.saturating_sub(now))),
-                ))
+                let left = Duration::from_secs(claims.exp.saturating_sub(now));
+                Ok((principal, Bearer::Jwt { left }))
             }
             _ => Err(AuthError::InvalidToken),
         }

@@ -289,17 +289,22 @@ impl SluiceSqlService {
     async fn run(&self, caller: &Caller, query: Query, ticket: Vec<u8>) -> Result<DoGetStream> {
         let started = std::time::Instant::now();
         let sql = query.sql().to_string();
-        let result = self.start(caller, query, ticket).await;
+        let result = self.start(caller, query, &sql, ticket).await;
         if let Err(e) = &result {
             self.audit_refusal(caller, &sql, e, started);
         }
         result
     }
 
-    async fn start(&self, caller: &Caller, query: Query, ticket: Vec<u8>) -> Result<DoGetStream> {
+    async fn start(
+        &self,
+        caller: &Caller,
+        query: Query,
+        sql: &str,
+        ticket: Vec<u8>,
+    ) -> Result<DoGetStream> {
         let permit = self.limiter.acquire(&caller.principal)?;
         let schema: SchemaRef = query.schema();
-        let sql = query.sql().to_string();
         let (stream, manifest) = query
             .execute()
             .instrument(info_span!("execute", principal = %caller.principal.name()))
@@ -312,7 +317,7 @@ impl SluiceSqlService {
         );
         let context = QueryContext {
             principal: Arc::clone(&caller.principal),
-            sql,
+            sql: sql.to_string(),
             route: manifest.summary(),
             sources: manifest.sources.clone(),
             audit: Arc::clone(&self.audit),

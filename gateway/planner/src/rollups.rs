@@ -709,20 +709,15 @@ fn partial(
                 .zip(agg_cols.iter().cloned().map(Expr::Column)),
         )
         .collect();
+    let order = (0..groups.len())
+        .map(|i| format!("__sluice_k{i}"))
+        .chain((0..measures.len()).map(|i| format!("__sluice_m{i}")));
     let mut exprs: Vec<Expr> = Vec::with_capacity(named.len());
-    for i in 0..groups.len() {
+    for name in order {
         let at = named
             .iter()
-            .position(|(n, _)| *n == format!("__sluice_k{i}"))
-            .expect("key");
-        let (n, e) = named.remove(at);
-        exprs.push(e.alias(n));
-    }
-    for i in 0..measures.len() {
-        let at = named
-            .iter()
-            .position(|(n, _)| *n == format!("__sluice_m{i}"))
-            .expect("measure");
+            .position(|(n, _)| *n == name)
+            .expect("every key and measure is named");
         let (n, e) = named.remove(at);
         exprs.push(e.alias(n));
     }
