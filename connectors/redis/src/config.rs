@@ -12,6 +12,13 @@ pub struct RedisConfig {
     /// A Redis Cluster: some of its nodes (`redis://host:port`); the rest are discovered.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// ACL user (Redis 6+), when the server wants one; overrides one in `url`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (`AUTH`), when the server wants one; overrides one in `url`. Kept apart
+    /// from the URLs so a secret store can hold it (`SLUICE_REDIS__PASSWORD`).
+    #[serde(default)]
+    pub password: Option<String>,
     /// Prefix of every key Sluice reads and writes.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
@@ -49,6 +56,8 @@ impl RedisConfig {
         Self {
             url: Some(url.into()),
             nodes: Vec::new(),
+            username: None,
+            password: None,
             key_prefix: default_prefix(),
             grace_secs: default_grace(),
             connect_timeout_ms: default_connect_timeout(),

@@ -11,7 +11,7 @@ use datafusion::catalog::TableProvider;
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use sluice_connector_api::{EventFilter, EventSource, StreamsBatchBuilder, Watermark};
 use tracing::warn;
 
@@ -110,7 +110,18 @@ impl RedisHotStore {
         let connecting = async {
             match target {
                 Target::Server(server) => {
-                    let client = redis::Client::open(server).map_err(redis_err("open"))?;
+                    let mut info = server
+                        .into_connection_info()
+                        .map_err(redis_err("parse the URL of"))?;
+                    let mut settings = info.redis_settings().clone();
+                    if let Some(user) = &config.username {
+                        settings = settings.set_username(user);
+                    }
+                    if let Some(password) = &config.password {
+                        settings = settings.set_password(password);
+                    }
+                    info = info.set_redis_settings(settings);
+                    let client = redis::Client::open(info).map_err(redis_err("open"))?;
                     let conn = client
                         .get_connection_manager()
                         .await
@@ -118,11 +129,16 @@ impl RedisHotStore {
                     Ok::<_, Error>(Connection::Server(conn))
                 }
                 Target::Cluster(nodes) => {
-                    let client = redis::cluster::ClusterClient::builder(nodes.to_vec())
+                    let mut builder = redis::cluster::ClusterClient::builder(nodes.to_vec())
                         .connection_timeout(config.connect_timeout())
-                        .response_timeout(config.command_timeout())
-                        .build()
-                        .map_err(redis_err("open cluster"))?;
+                        .response_timeout(config.command_timeout());
+                    if let Some(user) = &config.username {
+                        builder = builder.username(user);
+                    }
+                    if let Some(password) = &config.password {
+                        builder = builder.password(password);
+                    }
+                    let client = builder.build().map_err(redis_err("open cluster"))?;
                     let conn = client
                         .get_async_connection()
                         .await

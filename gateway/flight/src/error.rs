@@ -24,6 +24,14 @@ pub enum Error {
     /// The query ran past the principal's `query_timeout_secs`.
     #[error("{0}")]
     Timeout(String),
+    /// The process runs as many queries as it takes (`[server] max_active_queries`).
+    #[error("{0}")]
+    Busy(String),
+    /// The process is draining for shutdown and takes no new statement.
+    #[error(
+        "Sluice is shutting down and takes no new queries; connect again (to another instance)"
+    )]
+    ShuttingDown,
     #[error("sending results: {0}")]
     Encode(String),
 }
@@ -52,16 +60,18 @@ impl Error {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Limit(_) => Code::ResourceExhausted,
             Error::Timeout(_) => Code::DeadlineExceeded,
+            Error::Busy(_) | Error::ShuttingDown => Code::Unavailable,
             Error::Encode(_) => Code::Internal,
         }
     }
 
     /// Whether the gateway or a source failed, rather than the request being refused.
     pub(crate) fn is_failure(&self) -> bool {
-        matches!(
-            self.code(),
-            tonic::Code::Internal | tonic::Code::Unavailable
-        )
+        !matches!(self, Error::Busy(_) | Error::ShuttingDown)
+            && matches!(
+                self.code(),
+                tonic::Code::Internal | tonic::Code::Unavailable
+            )
     }
 }
 

@@ -3,6 +3,7 @@
 //! back as Arrow. [`SluiceFlightService`] is the entry point; mount
 //! [`SluiceFlightService::into_server`] on a tonic server.
 
+mod admission;
 mod audit;
 mod error;
 mod limits;
@@ -13,6 +14,7 @@ mod service;
 mod session;
 mod session_options;
 
+pub use admission::Admission;
 pub use audit::AuditLog;
 pub use error::Error;
 pub use server::SluiceFlightService;

@@ -20,7 +20,9 @@ use sluice_auth::Principal;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::Sleep;
 use tonic::Status;
+use tracing::{Span, info_span};
 
+use crate::admission::ActiveQuery;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::error::Error;
 use crate::session::Sessions;
@@ -35,6 +37,12 @@ pub(crate) struct QueryContext {
     pub(crate) audit: Arc<AuditLog>,
     /// The principal's concurrency slot, freed when the stream ends.
     pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// The route as a metric label (`hot`, `cold+rollup`, ...).
+    pub(crate) route_label: &'static str,
+    /// The query's place among the process's running queries, freed when the stream ends.
+    pub(crate) active: Option<ActiveQuery>,
+    /// The query's span; it ends with the stream.
+    pub(crate) span: Span,
 }
 
 pub(crate) struct ResultStream {
@@ -48,6 +56,8 @@ pub(crate) struct ResultStream {
     started: Instant,
     rows: u64,
     done: bool,
+    /// The `stream` phase of the query's span: from the first poll to the end.
+    streaming: Option<Span>,
 }
 
 fn flight_error(status: Status) -> FlightError {
@@ -79,6 +89,7 @@ impl ResultStream {
             started: Instant::now(),
             rows: 0,
             done: false,
+            streaming: None,
         }
     }
 
@@ -90,13 +101,21 @@ impl ResultStream {
         self.done = true;
         self.inner = Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.schema)));
         self.context.permit = None;
+        self.context.active = None;
         self.sessions.finish(&self.ticket);
         let elapsed = self.started.elapsed();
-        sluice_metrics::QUERIES.with_label_values(&[outcome]).inc();
+        let labels = [outcome, self.context.route_label];
+        sluice_metrics::QUERIES.with_label_values(&labels).inc();
         sluice_metrics::QUERY_SECONDS
-            .with_label_values(&[outcome])
+            .with_label_values(&labels)
             .observe(elapsed.as_secs_f64());
+        self.streaming = None;
         let c = &self.context;
+        c.span.record("outcome", outcome);
+        c.span.record("route", c.route_label);
+        // As i64: trace exporters carry u64 fields as strings.
+        c.span
+            .record("rows", i64::try_from(self.rows).unwrap_or(i64::MAX));
         let mut record = AuditRecord::new(&c.principal, &c.sql, outcome).elapsed(elapsed);
         record.route = &c.route;
         record.sources = &c.sources;
@@ -136,6 +155,12 @@ impl Stream for ResultStream {
         if self.done {
             return Poll::Ready(None);
         }
+        // Inside the query span, which ends at its last exit: the end of the stream.
+        let query_span = self.context.span.clone();
+        let _entered = query_span.enter();
+        if self.streaming.is_none() {
+            self.streaming = Some(info_span!(parent: &self.context.span, "stream"));
+        }
         if let Poll::Ready(Ok(())) = Pin::new(&mut self.cancel).poll(cx) {
             return self.fail(
                 "cancelled",
@@ -172,19 +197,10 @@ impl Stream for ResultStream {
             }
             Poll::Ready(Some(Err(e))) => {
                 let error = sluice_planner::Error::Execute(e);
+                // The memory pools' messages name the limit that was reached.
                 let status = match error.kind() {
                     sluice_planner::ErrorKind::ResourceExhausted => {
-                        let mb = self
-                            .context
-                            .principal
-                            .limits()
-                            .query_memory_bytes
-                            .map_or(0, |b| b / (1024 * 1024));
-                        Status::from(Error::Limit(format!(
-                            "the query needs more memory than {mb} MB, the limit of {} \
-                             (query_memory_mb): {error}",
-                            self.context.principal.name()
-                        )))
+                        Status::from(Error::Limit(format!("out of memory: {error}")))
                     }
                     _ => Status::from(Error::Query(error)),
                 };

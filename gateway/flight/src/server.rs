@@ -14,6 +14,7 @@ use sluice_auth::Authenticator;
 use sluice_planner::QueryEngine;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::Admission;
 use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::limits::ConcurrencyLimiter;
@@ -29,7 +30,14 @@ pub struct SluiceFlightService {
 }
 
 impl SluiceFlightService {
-    pub fn new(engine: Arc<QueryEngine>, auth: Arc<Authenticator>, audit: AuditLog) -> Self {
+    /// The service over `engine`, with `auth` in front, audit records to `audit`, and
+    /// queries let in by `admission` (which the caller keeps, to drain at shutdown).
+    pub fn new(
+        engine: Arc<QueryEngine>,
+        auth: Arc<Authenticator>,
+        audit: AuditLog,
+        admission: Arc<Admission>,
+    ) -> Self {
         Self {
             inner: Arc::new(SluiceSqlService {
                 engine,
@@ -37,6 +45,7 @@ impl SluiceFlightService {
                 sessions: Arc::new(Sessions::default()),
                 audit: Arc::new(audit),
                 limiter: ConcurrencyLimiter::default(),
+                admission,
             }),
         }
     }
@@ -48,6 +57,7 @@ impl SluiceFlightService {
 
     /// Resolves the caller from the `authorization` header, or refuses the call.
     fn authorize<T>(&self, mut request: Request<T>) -> Result<Request<T>, Status> {
+        self.inner.admission.touch();
         let header = request
             .metadata()
             .get("authorization")

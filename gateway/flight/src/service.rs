@@ -37,8 +37,9 @@ use sluice_auth::{Authenticator, Principal};
 use sluice_planner::{IngestTarget, PlannedStatement, Query, QueryEngine};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, Span, info, info_span};
 
+use crate::admission::Admission;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::error::{Error, Result};
 use crate::limits::ConcurrencyLimiter;
@@ -69,6 +70,7 @@ pub struct SluiceSqlService {
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) limiter: ConcurrencyLimiter,
+    pub(crate) admission: Arc<Admission>,
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
@@ -196,8 +198,23 @@ fn coerce_parameters(query: &Query, values: Vec<ScalarValue>) -> Result<Vec<Scal
         .collect()
 }
 
+/// The span of one query, from planning to its last batch: its phases (`plan`, `route`,
+/// `execute`, `stream`) are its children, and its outcome, route and rows are recorded on
+/// it at the end. Exported as one trace when OTLP is configured.
+pub(crate) fn query_span(caller: &Caller) -> Span {
+    info_span!(
+        "query",
+        principal = %caller.principal.name(),
+        role = %caller.principal.role(),
+        route = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        rows = tracing::field::Empty,
+    )
+}
+
 impl SluiceSqlService {
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<PlannedStatement> {
+        self.admission.check_open()?;
         let settings = self
             .sessions
             .with(&caller.session_key, |s| s.settings.clone());
@@ -231,9 +248,10 @@ impl SluiceSqlService {
         params: Option<Vec<ScalarValue>>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
-        let statement = self.plan(caller, sql).await?;
+        let span = query_span(caller);
+        let statement = self.plan(caller, sql).instrument(span.clone()).await?;
         let started = std::time::Instant::now();
-        let result = self.describe_statement(caller, statement, params, descriptor);
+        let result = self.describe_statement(caller, statement, params, descriptor, span);
         if let Err(e) = &result {
             self.audit_refusal(caller, sql, e, started);
         }
@@ -242,7 +260,22 @@ impl SluiceSqlService {
 
     /// Audits a statement that ended before it ran.
     fn audit_refusal(&self, caller: &Caller, sql: &str, e: &Error, started: std::time::Instant) {
-        let outcome = if e.is_failure() { "failed" } else { "refused" };
+        let outcome = match e {
+            // Counted where they are refused, as `busy` and `shutting_down`.
+            Error::Busy(_) | Error::ShuttingDown => "refused",
+            e if e.is_failure() => "failed",
+            _ => {
+                sluice_metrics::QUERIES
+                    .with_label_values(&["refused", "none"])
+                    .inc();
+                "refused"
+            }
+        };
+        if outcome == "failed" {
+            sluice_metrics::QUERIES
+                .with_label_values(&["failed", "none"])
+                .inc();
+        }
         let mut record =
             AuditRecord::new(&caller.principal, sql, outcome).elapsed(started.elapsed());
         let message = e.to_string();
@@ -256,6 +289,7 @@ impl SluiceSqlService {
         statement: PlannedStatement,
         params: Option<Vec<ScalarValue>>,
         descriptor: FlightDescriptor,
+        span: Span,
     ) -> Result<FlightInfo> {
         match statement {
             PlannedStatement::Set { name, value } => {
@@ -274,9 +308,12 @@ impl SluiceSqlService {
                 let schema = query.schema();
                 // The route is chosen now, so the FlightInfo can say how the result is
                 // computed (its app_metadata: the manifest as JSON).
-                query.optimize()?;
+                // Each phase runs inside the query span: a span's end is its last exit.
+                span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
                 let manifest = query.manifest().to_json();
-                let id = self.sessions.park(query, Arc::clone(&caller.principal));
+                let id = self
+                    .sessions
+                    .park(query, Arc::clone(&caller.principal), span);
                 let ticket = TicketStatementQuery {
                     statement_handle: id.into(),
                 };
@@ -286,10 +323,16 @@ impl SluiceSqlService {
     }
 
     /// Runs a planned query and streams its batches, within the principal's limits.
-    async fn run(&self, caller: &Caller, query: Query, ticket: Vec<u8>) -> Result<DoGetStream> {
+    async fn run(
+        &self,
+        caller: &Caller,
+        query: Query,
+        ticket: Vec<u8>,
+        span: Span,
+    ) -> Result<DoGetStream> {
         let started = std::time::Instant::now();
         let sql = query.sql().to_string();
-        let result = self.start(caller, query, &sql, ticket).await;
+        let result = self.start(caller, query, &sql, ticket, span).await;
         if let Err(e) = &result {
             self.audit_refusal(caller, &sql, e, started);
         }
@@ -302,12 +345,15 @@ impl SluiceSqlService {
         query: Query,
         sql: &str,
         ticket: Vec<u8>,
+        span: Span,
     ) -> Result<DoGetStream> {
+        let active = self.admission.admit()?;
         let permit = self.limiter.acquire(&caller.principal)?;
         let schema: SchemaRef = query.schema();
         let (stream, manifest) = query
             .execute()
-            .instrument(info_span!("execute", principal = %caller.principal.name()))
+            .instrument(info_span!(parent: &span, "execute"))
+            .instrument(span.clone())
             .await?;
         info!(
             principal = %caller.principal.name(),
@@ -322,7 +368,15 @@ impl SluiceSqlService {
             sources: manifest.sources.clone(),
             audit: Arc::clone(&self.audit),
             permit: Some(permit),
+            route_label: manifest.route_label(),
+            active: Some(active),
+            span,
         };
+        for rollup in &manifest.rollups {
+            sluice_metrics::ROLLUP_READS
+                .with_label_values(&[rollup.as_str()])
+                .inc();
+        }
         let batches = ResultStream::new(
             stream,
             Arc::clone(&schema),
@@ -535,11 +589,11 @@ impl FlightSqlService for SluiceSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&request)?;
         let id = ticket.statement_handle.to_vec();
-        let query = self
+        let (query, span) = self
             .sessions
             .take(&id, &caller.principal)
             .ok_or(Error::UnknownTicket)?;
-        Ok(Response::new(self.run(&caller, query, id).await?))
+        Ok(Response::new(self.run(&caller, query, id, span).await?))
     }
 
     async fn do_get_prepared_statement(
@@ -549,7 +603,12 @@ impl FlightSqlService for SluiceSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&request)?;
         let prepared = self.prepared(&caller, &cmd.prepared_statement_handle)?;
-        match self.plan(&caller, &prepared.sql).await? {
+        let span = query_span(&caller);
+        match self
+            .plan(&caller, &prepared.sql)
+            .instrument(span.clone())
+            .await?
+        {
             PlannedStatement::Query(query) => {
                 let query = *query;
                 let query = match prepared.params {
@@ -560,7 +619,7 @@ impl FlightSqlService for SluiceSqlService {
                     None => query,
                 };
                 let id = rand::random::<[u8; 16]>().to_vec();
-                Ok(Response::new(self.run(&caller, query, id).await?))
+                Ok(Response::new(self.run(&caller, query, id, span).await?))
             }
             PlannedStatement::Set { .. } => Err(Error::InvalidRequest(
                 "the statement returns no rows; there is nothing to fetch".into(),

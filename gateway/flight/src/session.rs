@@ -9,6 +9,7 @@ use datafusion::common::ScalarValue;
 use sluice_auth::Principal;
 use sluice_planner::{Query, SessionSettings};
 use tokio::sync::oneshot;
+use tracing::Span;
 
 /// How long a planned query waits for its DoGet.
 const TICKET_TTL: Duration = Duration::from_secs(300);
@@ -26,6 +27,8 @@ pub(crate) struct Prepared {
 struct Pending {
     query: Query,
     principal: Arc<Principal>,
+    /// The query's span, open from planning to its last batch.
+    span: Span,
     planned_at: Instant,
 }
 
@@ -68,7 +71,7 @@ impl Sessions {
     }
 
     /// Keeps a planned query until its DoGet; returns its ticket id.
-    pub(crate) fn park(&self, query: Query, principal: Arc<Principal>) -> Vec<u8> {
+    pub(crate) fn park(&self, query: Query, principal: Arc<Principal>, span: Span) -> Vec<u8> {
         let id = rand::random::<[u8; 16]>().to_vec();
         let now = Instant::now();
         let mut pending = self.pending.lock().expect("pending lock");
@@ -78,6 +81,7 @@ impl Sessions {
             Pending {
                 query,
                 principal,
+                span,
                 planned_at: now,
             },
         );
@@ -85,10 +89,10 @@ impl Sessions {
     }
 
     /// Takes the query of a ticket; only the principal that planned it may.
-    pub(crate) fn take(&self, id: &[u8], principal: &Principal) -> Option<Query> {
+    pub(crate) fn take(&self, id: &[u8], principal: &Principal) -> Option<(Query, Span)> {
         let mut pending = self.pending.lock().expect("pending lock");
         match pending.get(id) {
-            Some(p) if *p.principal == *principal => pending.remove(id).map(|p| p.query),
+            Some(p) if *p.principal == *principal => pending.remove(id).map(|p| (p.query, p.span)),
             _ => None,
         }
     }

@@ -17,9 +17,18 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
             "text/plain; version=0.0.4; charset=utf-8",
             crate::render(),
         ),
-        (&Method::GET, "/healthz" | "/readyz") => {
-            (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
-        }
+        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        (&Method::GET, "/readyz") if crate::is_ready() => (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ready\n".into(),
+        ),
+        // Not yet serving, or draining after SIGTERM: send new clients elsewhere.
+        (&Method::GET, "/readyz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "not ready: starting or draining\n".into(),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",

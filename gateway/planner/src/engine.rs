@@ -1,4 +1,3 @@
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -11,7 +10,6 @@ use datafusion::catalog::{
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Explain, LogicalPlan, Statement};
@@ -30,6 +28,7 @@ use crate::federation::{CatalogTable, SluiceQueryPlanner};
 use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
 use crate::ingest::{EventIngest, IngestTarget};
 use crate::manifest::Manifest;
+use crate::memory::MemoryBudget;
 use crate::placeholders::number_question_marks;
 use crate::rollups::{AggregateSplitRule, AvailableRollup};
 use crate::scope::ListenerScopeRule;
@@ -45,6 +44,8 @@ pub struct QueryEngine {
     ingest: EventIngest,
     /// Where plans run; `None`: on the caller's runtime (tests).
     executor: Option<QueryExecutor>,
+    /// The operator memory all queries share.
+    memory: Arc<MemoryBudget>,
 }
 
 /// One planned statement.
@@ -146,12 +147,19 @@ impl QueryEngine {
             },
             watermark: sources.watermark,
             executor: None,
+            memory: MemoryBudget::new(None),
         })
     }
 
     /// Runs every query's plan on `executor`'s runtime rather than the caller's.
     pub fn with_executor(mut self, executor: QueryExecutor) -> Self {
         self.executor = Some(executor);
+        self
+    }
+
+    /// Holds the operator memory of all queries together to `budget`.
+    pub fn with_memory_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.memory = budget;
         self
     }
 
@@ -185,20 +193,18 @@ impl QueryEngine {
     ) -> Result<PlannedStatement> {
         let mut state = self.base.clone();
         settings.apply(state.config_mut().options_mut())?;
-        if let Some(bytes) = principal.limits().query_memory_bytes {
-            // The principal's memory limit, as this query's own pool: sorts, aggregates and
-            // joins past it spill or fail with ResourcesExhausted, never take the process.
-            let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-                .with_memory_pool(Arc::new(TrackConsumersPool::new(
-                    GreedyMemoryPool::new(usize::try_from(bytes).unwrap_or(usize::MAX)),
-                    NonZeroUsize::new(3).expect("3 > 0"),
-                )))
-                .build_arc()
-                .map_err(Error::Execute)?;
-            state = SessionStateBuilder::new_from_existing(state)
-                .with_runtime_env(runtime)
-                .build();
-        }
+        // This query's own pool: the principal's limit, within the process's budget.
+        // Sorts, aggregates and joins past it spill or fail, never take the process.
+        let pool = self
+            .memory
+            .query_pool(principal.name(), principal.limits().query_memory_bytes);
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_pool(pool)
+            .build_arc()
+            .map_err(Error::Execute)?;
+        state = SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build();
         let original_sql: Arc<str> = sql.into();
         if let Some(user) = principal.scope() {
             state.add_analyzer_rule(Arc::new(ListenerScopeRule::new(user)));

@@ -13,6 +13,8 @@
 //! - `manifest`: how a result was computed (sources, rollups, `W`), for the client, EXPLAIN
 //!   and the log;
 //! - `source_reads`: what each source returned, counted when the plan runs;
+//! - `memory`: each query's operator memory, within its principal's limit and the
+//!   process's [`MemoryBudget`];
 //! - `ingest`: an admin's new events, checked and written to the hot store.
 
 mod engine;
@@ -22,6 +24,7 @@ mod federation;
 mod information_schema;
 mod ingest;
 mod manifest;
+mod memory;
 mod placeholders;
 mod rollups;
 mod scope;
@@ -37,4 +40,5 @@ pub use executor::QueryExecutor;
 pub use information_schema::{ListedTable, listed_tables, sql_type_name};
 pub use ingest::IngestTarget;
 pub use manifest::{Manifest, ManifestRead, PassedOver};
+pub use memory::MemoryBudget;
 pub use settings::SessionSettings;

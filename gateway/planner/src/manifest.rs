@@ -146,6 +146,27 @@ impl Manifest {
         lines.join("\n")
     }
 
+    /// The kinds of read, for a metric label of few values: `hot`, `cold` (raw events on
+    /// either side of `W`) and `rollup`, joined by `+`; `none` without a read of `streams`.
+    pub fn route_label(&self) -> &'static str {
+        let raw = |branch: &str| {
+            self.reads
+                .iter()
+                .any(|r| r.branch == branch && r.table == "streams")
+        };
+        let rollup = self.reads.iter().any(|r| r.table != "streams");
+        match (raw("hot"), raw("cold"), rollup) {
+            (false, false, false) => "none",
+            (true, false, false) => "hot",
+            (false, true, false) => "cold",
+            (false, false, true) => "rollup",
+            (true, true, false) => "hot+cold",
+            (true, false, true) => "hot+rollup",
+            (false, true, true) => "cold+rollup",
+            (true, true, true) => "hot+cold+rollup",
+        }
+    }
+
     /// The reads on one line, for the log.
     pub fn summary(&self) -> String {
         self.describe().replace('\n', "; ")

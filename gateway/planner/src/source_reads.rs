@@ -1,9 +1,10 @@
 //! Counting what each source returns: a pass-through node over a branch's scan that adds to
-//! the per-source metrics when the plan runs (not when it is planned, so `EXPLAIN` and
+//! the per-source metrics (scans, rows, bytes, time) when the plan runs (not when it is planned, so `EXPLAIN` and
 //! branches that are never executed count nothing).
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -18,7 +19,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
-use sluice_metrics::{SOURCE_ROWS, SOURCE_SCANS};
+use prometheus::Histogram;
+use sluice_metrics::{SOURCE_BYTES, SOURCE_ROWS, SOURCE_SCANS, SOURCE_SECONDS};
 
 /// Passes its input through, counting a scan of `source` and the rows it returns.
 #[derive(Debug)]
@@ -84,19 +86,39 @@ impl ExecutionPlan for SourceReadExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let labels = [self.source.as_str(), self.branch];
-        if partition == 0 {
+        // A scan is counted and timed once, by its first partition.
+        let timer = (partition == 0).then(|| {
             SOURCE_SCANS.with_label_values(&labels).inc();
-        }
+            ScanTimer {
+                started: Instant::now(),
+                seconds: SOURCE_SECONDS.with_label_values(&labels),
+            }
+        });
         let rows = SOURCE_ROWS.with_label_values(&labels);
+        let bytes = SOURCE_BYTES.with_label_values(&labels);
         let input = self.input.execute(partition, context)?;
         let schema = input.schema();
         let counted = input.map(move |batch| {
+            let _timer = &timer;
             if let Ok(b) = &batch {
                 rows.inc_by(b.num_rows() as u64);
+                bytes.inc_by(b.get_array_memory_size() as u64);
             }
             batch
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
+    }
+}
+
+/// Observes a scan's time when its stream is dropped: at its end, or when the query stops.
+struct ScanTimer {
+    started: Instant,
+    seconds: Histogram,
+}
+
+impl Drop for ScanTimer {
+    fn drop(&mut self) {
+        self.seconds.observe(self.started.elapsed().as_secs_f64());
     }
 }
 

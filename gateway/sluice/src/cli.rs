@@ -28,6 +28,18 @@ pub(crate) enum Command {
     /// Read a password from standard input and print its Argon2id hash, for a principal's
     /// `password_hash`.
     HashPassword,
+    /// GET an HTTP address and succeed on a 2xx answer: a health check for images without
+    /// curl, e.g. `sluice probe http://127.0.0.1:9090/readyz`.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// `http://host:port/path`.
+    pub(crate) url: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,16 +51,17 @@ pub(crate) enum ClickhouseCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ClickhouseInitArgs {
-    /// Configuration file with a `[clickhouse]` section.
+    /// Configuration file with a `[clickhouse]` section (or SLUICE_CLICKHOUSE__* variables).
     #[arg(long, env = "SLUICE_CONFIG")]
-    pub(crate) config: PathBuf,
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
-    /// Configuration file with a `[clickhouse]` and/or `[redis]` section.
+    /// Configuration file with a `[clickhouse]` and/or `[redis]` section (or SLUICE_*
+    /// variables that set them).
     #[arg(long, env = "SLUICE_CONFIG")]
-    pub(crate) config: PathBuf,
+    pub(crate) config: Option<PathBuf>,
     /// Dataset folder written by `sluice generate`.
     #[arg(long)]
     pub(crate) from: PathBuf,
@@ -85,6 +98,10 @@ pub(crate) struct ServeArgs {
     /// (`127.0.0.1:0` picks a free port). Default: none.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Check the configuration (file, then SLUICE_* variables, then flags) without
+    /// connecting to anything, print the settings in effect (no secrets), and exit.
+    #[arg(long)]
+    pub(crate) check: bool,
 }
 
 #[derive(Debug, Args)]

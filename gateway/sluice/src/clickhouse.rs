@@ -6,9 +6,11 @@ use crate::cli::ClickhouseInitArgs;
 use crate::config::FileConfig;
 
 pub(crate) fn init(args: ClickhouseInitArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let file = FileConfig::load(&args.config)?;
+    let file = FileConfig::load(args.config.as_deref())?;
     let Some(config) = file.clickhouse else {
-        return Err(format!("{}: no [clickhouse] section", args.config.display()).into());
+        return Err(
+            "no [clickhouse] section in the configuration (nor SLUICE_CLICKHOUSE__URL)".into(),
+        );
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

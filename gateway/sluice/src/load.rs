@@ -30,13 +30,14 @@ fn rfc3339(ms: i64) -> String {
 }
 
 pub(crate) fn run(args: LoadArgs) -> Result<(), BoxError> {
-    let file = FileConfig::load(&args.config)?;
+    let file = FileConfig::load(args.config.as_deref())?;
     if file.redis.is_none() && file.clickhouse.is_none() {
-        return Err(format!(
-            "{}: no [clickhouse] or [redis] section; the embedded stores need no loading",
-            args.config.display()
-        )
-        .into());
+        return Err(
+            "no [clickhouse] or [redis] section in the configuration (nor \
+                    SLUICE_CLICKHOUSE__* / SLUICE_REDIS__* variables); the embedded stores \
+                    need no loading"
+                .into(),
+        );
     }
     let dataset = Dataset::open(&args.from)?;
     let hot_days = args.hot_days.or(file.embedded.hot_days).unwrap_or(7);

@@ -6,7 +6,9 @@ mod clickhouse;
 mod config;
 mod generate;
 mod load;
+mod probe;
 mod serve;
+mod telemetry;
 
 use clap::Parser;
 
@@ -15,19 +17,18 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `serve` sets up logging itself, once it knows whether traces go to a collector.
+    let _telemetry = match &cli.command {
+        cli::Command::Serve(_) => None,
+        _ => telemetry::init(None).ok(),
+    };
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Generate(args) => generate::run(args),
         cli::Command::Load(args) => load::run(args),
         cli::Command::Clickhouse(cli::ClickhouseCommand::Init(args)) => clickhouse::init(args),
         cli::Command::HashPassword => hash_password(),
+        cli::Command::Probe(args) => probe::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,10 +12,10 @@ use sluice_connector_embedded::{
     EmbeddedConfig, EmbeddedSources, ParquetColdStore, entity_tables, hot_window,
 };
 use sluice_connector_redis::{RedisConfig, RedisHotStore, RedisWatermark};
-use sluice_flight::{AuditLog, SluiceFlightService};
-use sluice_planner::{QueryEngine, QueryExecutor};
+use sluice_flight::{Admission, AuditLog, SluiceFlightService};
+use sluice_planner::{MemoryBudget, QueryEngine, QueryExecutor};
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
 use crate::config::{FileConfig, TlsSection};
@@ -108,41 +108,63 @@ fn incoming(
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
+    // The file, then SLUICE_<SECTION>__<KEY> variables, then flags (and their variables).
+    let file = FileConfig::load(args.config.as_deref())?;
+    let telemetry = crate::telemetry::init(Some(&file.telemetry))?;
     let listen: SocketAddr = match args.listen.or(file.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse()?,
     };
     let hot_days = args.hot_days.or(file.embedded.hot_days).unwrap_or(7);
     let metrics_listen = args.metrics_listen.or(file.metrics_listen);
-    let dataset = dataset(args.data.or(file.data))?;
     let demo_logins = file.principal.is_empty();
+    let limits = file
+        .limits
+        .over(Limits::default())
+        .map_err(|e| format!("[limits]: {e}"))?;
+    let options = AuthOptions {
+        session_ttl: Duration::from_secs(file.auth.session_ttl_secs),
+        jwt: file.auth.jwt.clone(),
+        limits,
+    };
+    let tls = tls(&args.tls_cert, &args.tls_key, file.tls.as_ref(), listen)?;
+    let server = &file.server;
+    let grace = Duration::from_secs(server.shutdown_grace_secs);
+    if args.check {
+        // Everything but the data and the sources: those need the network or the disk.
+        if !demo_logins {
+            Authenticator::new(&file.principal, &options)?;
+        }
+        print!(
+            "{}",
+            effective(
+                &file,
+                listen,
+                metrics_listen,
+                hot_days,
+                tls.is_some(),
+                &limits
+            )
+        );
+        return Ok(());
+    }
+    let dataset = dataset(args.data.or(file.data.clone()))?;
     let principals = if demo_logins {
         demo_principals(&dataset)
     } else {
-        file.principal
-    };
-    let options = AuthOptions {
-        session_ttl: Duration::from_secs(file.auth.session_ttl_secs),
-        jwt: file.auth.jwt,
-        limits: file
-            .limits
-            .over(Limits::default())
-            .map_err(|e| format!("[limits]: {e}"))?,
+        file.principal.clone()
     };
     let auth = Authenticator::new(&principals, &options)?;
     if !demo_logins {
         auth.warn_plain_passwords();
     }
-    let tls = tls(&args.tls_cert, &args.tls_key, file.tls.as_ref(), listen)?;
     let audit = match &file.audit.file {
         Some(path) => AuditLog::with_file(path)
             .map_err(|e| format!("opening the audit file {}: {e}", path.display()))?,
         None => AuditLog::to_log(),
     };
+    let admission = Admission::new(server.max_active_queries);
+    let memory = MemoryBudget::new(mib(server.memory_pool_mb));
 
     let redis = file.redis;
     let clickhouse = file.clickhouse;
@@ -159,8 +181,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     let served = runtime.block_on(async move {
         let (sources, hot_name) = open_sources(&dataset, redis, clickhouse, hot_days).await?;
         let watermark = sources.watermark.current_ms().await.unwrap_or(i64::MIN);
-        let engine = Arc::new(QueryEngine::new(sources)?.with_executor(executor));
-        let service = SluiceFlightService::new(engine, Arc::new(auth), audit);
+        let engine = Arc::new(
+            QueryEngine::new(sources)?
+                .with_executor(executor)
+                .with_memory_budget(memory),
+        );
+        let service =
+            SluiceFlightService::new(engine, Arc::new(auth), audit, Arc::clone(&admission));
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -209,19 +236,143 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         drop(out);
         info!(address = %local, tls = tls.is_some(), "serving Flight SQL");
 
-        let mut server = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
-            server = server.tls_config(tls)?;
+            builder = builder.tls_config(tls)?;
         }
-        server
-            .add_service(service.into_server())
-            .serve_with_incoming_shutdown(incoming(listener), shutdown())
-            .await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(
+            builder
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(incoming(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        sluice_metrics::set_ready(true);
+        tokio::select! {
+            ended = &mut server => return Ok(ended??),
+            () = shutdown_signal() => {}
+        }
+        drain(&admission, grace).await;
+        let _ = stop.send(());
+        // Connections close once their last stream ends; an idle client's is closed by
+        // the server's GOAWAY.
+        match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+            Ok(ended) => ended??,
+            Err(_) => warn!("connections still open 5 s after the drain; exiting anyway"),
+        }
         info!("stopped");
         Ok::<(), BoxError>(())
     });
+    // Running plans (after the grace, if any) stop with the process.
     queries.shutdown_background();
+    runtime.shutdown_background();
+    drop(telemetry);
     served
+}
+
+/// MiB to bytes; 0 means no limit.
+fn mib(mb: u64) -> Option<u64> {
+    (mb > 0).then(|| mb.saturating_mul(1024 * 1024))
+}
+
+/// The settings in effect, for `serve --check`: no passwords, tokens or secrets.
+fn effective(
+    file: &FileConfig,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    hot_days: u32,
+    tls: bool,
+    limits: &Limits,
+) -> String {
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let mut out = format!(
+        "configuration ok\n\
+         listen = {listen} ({})\n\
+         metrics_listen = {}\n\
+         hot_days = {hot_days}\n\
+         server.shutdown_grace_secs = {}\n\
+         server.max_active_queries = {}\n\
+         server.memory_pool_mb = {}\n\
+         limits.max_concurrent_queries = {}\n\
+         limits.query_timeout_secs = {}\n\
+         limits.query_memory_mb = {}\n\
+         limits.max_rows = {}\n\
+         telemetry.otlp_endpoint = {}\n",
+        if tls { "TLS" } else { "plaintext" },
+        or_none(metrics_listen.map(|a| a.to_string())),
+        file.server.shutdown_grace_secs,
+        file.server.max_active_queries,
+        file.server.memory_pool_mb,
+        limits.max_concurrent_queries,
+        or_none(limits.query_timeout.map(|d| d.as_secs().to_string())),
+        or_none(
+            limits
+                .query_memory_bytes
+                .map(|b| (b / (1024 * 1024)).to_string())
+        ),
+        or_none(limits.max_rows.map(|r| r.to_string())),
+        or_none(file.telemetry.otlp_endpoint.clone()),
+    );
+    out.push_str(&match &file.clickhouse {
+        Some(c) => format!(
+            "clickhouse = {} as {} (password {})\n",
+            c.endpoint(),
+            c.user,
+            if c.password.is_some() { "set" } else { "none" }
+        ),
+        None => "clickhouse = none (the dataset's Parquet files)\n".into(),
+    });
+    out.push_str(&match &file.redis {
+        Some(r) => format!(
+            "redis = {} (password {})\n",
+            r.endpoint(),
+            if r.password.is_some() { "set" } else { "none" }
+        ),
+        None => "redis = none (the dataset's last days in memory)\n".into(),
+    });
+    out.push_str(&format!(
+        "principals = {}\njwt = {}\n",
+        if file.principal.is_empty() {
+            "demo logins".to_string()
+        } else {
+            file.principal
+                .iter()
+                .map(|p| format!("{} ({})", p.name, p.role))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        file.auth
+            .jwt
+            .as_ref()
+            .map_or("off".to_string(), |j| format!("{:?}", j.algorithm)),
+    ));
+    out
+}
+
+/// After the signal: readiness goes to 503 and new statements are refused, while running
+/// queries get up to `grace` to finish.
+async fn drain(admission: &Admission, grace: Duration) {
+    admission.drain();
+    sluice_metrics::set_ready(false);
+    let running = admission.active();
+    info!(
+        running,
+        grace_secs = grace.as_secs(),
+        "draining: new queries are refused; running ones may finish"
+    );
+    // Settled: no query running, and the clients' follow-up calls (closing a prepared
+    // statement or session) answered.
+    let settled = admission.settled(Duration::from_millis(500));
+    if tokio::time::timeout(grace, settled).await.is_err() {
+        warn!(
+            running = admission.active(),
+            grace_secs = grace.as_secs(),
+            "shutdown grace over; stopping the queries still running"
+        );
+    } else {
+        info!("drained: no query running");
+    }
 }
 
 /// TLS for the Flight SQL endpoint, from the flags, else `[tls]`. Plaintext only when
@@ -337,7 +488,7 @@ async fn open_sources(
     ))
 }
 
-async fn shutdown() {
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -350,5 +501,5 @@ async fn shutdown() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    info!("shutting down");
+    info!("shutdown requested");
 }
