@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -104,6 +105,35 @@ def start_server(dataset_dir, *extra):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+def run_in_thread(server, user, sql):
+    """Runs `sql` as `user` in a thread; returns (thread, outcome dict)."""
+    outcome = {}
+
+    def work():
+        conn = connect(server, user)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                outcome["rows"] = [tuple(r) for r in cur.fetchall()]
+        except Exception as e:  # noqa: BLE001 (the ADBC error, kept for the test)
+            outcome["error"] = str(e)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, outcome
+
+
+def wait_until(predicate, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ each against a `sluice serve` started with its own configuration."""
 import datetime as dt
 import json
 import subprocess
-import threading
 import time
 
 import adbc_driver_flightsql
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import connect, sluice_bin, start_server
+from conftest import connect, run_in_thread, sluice_bin, start_server
 from helpers import sluice_rows
 
 HS_SECRET = "a shared secret of more than thirty-two bytes"
@@ -330,19 +329,7 @@ def test_max_rows(limited):
 
 def test_timeout_and_concurrency_free_their_slot(limited):
     server, _ = limited
-    errors = {}
-
-    def slow():
-        conn = connect(server, "dave", "dave")
-        try:
-            sluice_rows(conn, SLOW)
-        except adbc_driver_manager.Error as e:
-            errors["slow"] = str(e)
-        finally:
-            conn.close()
-
-    worker = threading.Thread(target=slow)
-    worker.start()
+    worker, errors = run_in_thread(server, "dave", SLOW)
     time.sleep(0.8)
     conn = connect(server, "dave", "dave")
     try:
@@ -351,8 +338,8 @@ def test_timeout_and_concurrency_free_their_slot(limited):
         assert "max_concurrent_queries" in str(e.value)
         assert has_code(str(e.value), "RESOURCE_EXHAUSTED")
         worker.join(30)
-        assert "query_timeout_secs" in errors["slow"], errors
-        assert has_code(errors["slow"], "DEADLINE_EXCEEDED"), errors["slow"]
+        assert "query_timeout_secs" in errors["error"], errors
+        assert has_code(errors["error"], "DEADLINE_EXCEEDED"), errors["error"]
         # The timed-out query gave its slot back.
         assert sluice_rows(conn, "SELECT 1") == [(1,)]
     finally:

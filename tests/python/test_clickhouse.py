@@ -3,8 +3,6 @@ Debian clickhouse-server 18.16, what Sluice asks ClickHouse (read back from
 `system.query_log`), the rollups by name, and ClickHouse going away."""
 
 import datetime as dt
-import os
-import signal
 import time
 
 import adbc_driver_manager

@@ -7,7 +7,6 @@ change with the day the tests run. Regenerate with `SLUICE_BLESS=1` and review t
 import datetime as dt
 import os
 import re
-from pathlib import Path
 
 import pytest
 

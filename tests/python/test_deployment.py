@@ -104,6 +104,8 @@ def test_production_values_mount_tls_and_keep_secrets_out_of_the_configmap():
     pod = kind(docs, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "sluice-tls"
+    assert volumes["dataset"]["persistentVolumeClaim"] == \
+        {"claimName": "sluice-dataset", "readOnly": True}
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["SLUICE_CLICKHOUSE__PASSWORD"]["valueFrom"]["secretKeyRef"] == \
         {"name": "clickhouse-credentials", "key": "password"}
@@ -156,6 +158,7 @@ def test_sluice_accepts_the_production_configuration(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "(TLS)" in out
+    assert "data = /var/lib/sluice/dataset" in out
     assert "clickhouse = http://clickhouse-cluster.analytics.svc:8123/sluice as sluice " \
            "(password set)" in out
     assert "redis = cluster redis://redis-cluster-0" in out and "(password set)" in out

@@ -15,7 +15,7 @@ import adbc_driver_manager
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from conftest import ME, connect, sluice_bin, start_server
+from conftest import ME, connect, run_in_thread, sluice_bin, start_server, wait_until
 from helpers import duck_rows, sluice_rows
 from test_auth_tls_limits import has_code
 
@@ -45,33 +45,6 @@ def sample(samples, name, **labels):
         if metric == name and set(filter(None, rest.rstrip("}").split(","))) == want:
             return value
     return 0.0
-
-
-def run_in_thread(server, user, sql):
-    """Runs `sql` as `user` in a thread; returns (thread, outcome dict)."""
-    outcome = {}
-
-    def work():
-        conn = connect(server, user)
-        try:
-            outcome["rows"] = sluice_rows(conn, sql)
-        except adbc_driver_manager.Error as e:
-            outcome["error"] = str(e)
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread, outcome
-
-
-def wait_until(predicate, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --- metrics and health -----------------------------------------------------------------

@@ -5,7 +5,6 @@ import datetime as dt
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import ME, USERS, connect
-from helpers import duck_rows, sluice_rows
+from helpers import duck_rows
 
 OTHERS = [f"u{i:04d}" for i in range(1, USERS + 1) if f"u{i:04d}" != ME]
 OTHER_ID = re.compile("|".join(OTHERS))

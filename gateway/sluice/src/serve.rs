@@ -130,25 +130,28 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     let tls = tls(&args.tls_cert, &args.tls_key, file.tls.as_ref(), listen)?;
     let server = &file.server;
     let grace = Duration::from_secs(server.shutdown_grace_secs);
+    let data = args.data.or(file.data.clone());
     if args.check {
         // Everything but the data and the sources: those need the network or the disk.
         if !demo_logins {
             Authenticator::new(&file.principal, &options)?;
         }
-        print!(
-            "{}",
-            effective(
-                &file,
-                listen,
-                metrics_listen,
-                hot_days,
-                tls.is_some(),
-                &limits
-            )
+        let data = data.as_ref().map_or_else(
+            || format!("{DEMO_DIR} (the demo, generated when missing)"),
+            |d| d.display().to_string(),
         );
+        let settings = effective(
+            &file,
+            listen,
+            metrics_listen,
+            hot_days,
+            tls.is_some(),
+            &limits,
+        );
+        print!("configuration ok\ndata = {data}\n{settings}");
         return Ok(());
     }
-    let dataset = dataset(args.data.or(file.data.clone()))?;
+    let dataset = dataset(data)?;
     let principals = if demo_logins {
         demo_principals(&dataset)
     } else {
@@ -287,8 +290,7 @@ fn effective(
 ) -> String {
     let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".into());
     let mut out = format!(
-        "configuration ok\n\
-         listen = {listen} ({})\n\
+        "listen = {listen} ({})\n\
          metrics_listen = {}\n\
          hot_days = {hot_days}\n\
          server.shutdown_grace_secs = {}\n\
