@@ -4,6 +4,7 @@ OTLP/HTTP, and configuration from file, environment and flags in that order."""
 
 import http.server
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -15,7 +16,8 @@ import adbc_driver_manager
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from conftest import ME, connect, run_in_thread, sluice_bin, start_server, wait_until
+from conftest import (ME, connect, free_port, run_in_thread, sluice_bin, start_server,
+                      wait_port, wait_until)
 from helpers import duck_rows, sluice_rows
 from test_auth_tls_limits import has_code
 
@@ -327,3 +329,26 @@ def test_configuration_mistakes_stop_the_start_with_a_clear_error(tmp_path, file
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert "panicked" not in result.stderr
+
+
+def test_a_redis_password_from_the_environment(dataset_dir, tmp_path):
+    """`SLUICE_REDIS__PASSWORD` reaches Redis AUTH; a password of digits stays a string."""
+    port = free_port()
+    redis = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--requirepass", "0123"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        env = {**clean, "SLUICE_REDIS__URL": f"redis://127.0.0.1:{port}/"}
+        load = [sluice_bin(), "load", "--from", str(dataset_dir)]
+        refused = subprocess.run(load, env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "NOAUTH" in refused.stderr, refused.stderr
+        env["SLUICE_REDIS__PASSWORD"] = "0123"
+        loaded = subprocess.run(load, env=env, capture_output=True, text=True, timeout=60)
+        assert loaded.returncode == 0, loaded.stderr
+        assert "into Redis" in loaded.stderr + loaded.stdout
+    finally:
+        os.kill(redis.pid, signal.SIGTERM)
+        redis.wait(timeout=20)
