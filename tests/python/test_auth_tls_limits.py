@@ -285,6 +285,9 @@ def test_plaintext_off_loopback_needs_tls_configured_off(dataset_dir, tmp_path):
 # --- limits and audit --------------------------------------------------------------------
 
 SLOW = "SELECT count(*) FROM streams a, streams b WHERE a.ms_played + b.ms_played = 1"
+# Groups every listener's events into arrays: megabytes of operator memory.
+MEMORY_HEAVY = ("SELECT user_id, track_uri, array_agg(ts) FROM streams "
+                "GROUP BY 1, 2 ORDER BY 1, 2")
 
 
 @pytest.fixture(scope="module")
@@ -351,8 +354,7 @@ def test_query_memory(limited):
     conn = connect(server, "erin", "erin")
     try:
         with pytest.raises(adbc_driver_manager.Error) as e:
-            sluice_rows(conn, "SELECT user_id, track_uri, array_agg(ts) FROM streams "
-                              "GROUP BY 1, 2 ORDER BY 1, 2")
+            sluice_rows(conn, MEMORY_HEAVY)
         assert has_code(str(e.value), "RESOURCE_EXHAUSTED") and "query_memory_mb" in str(e.value)
         assert sluice_rows(conn, "SELECT count(*) > 0 FROM streams") == [(True,)]
     finally:

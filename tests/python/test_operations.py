@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from conftest import (ME, connect, free_port, run_in_thread, sluice_bin, start_server,
                       wait_port, wait_until)
 from helpers import duck_rows, sluice_rows
-from test_auth_tls_limits import has_code
+from test_auth_tls_limits import MEMORY_HEAVY, has_code
 
 # A query that keeps a core busy for a few seconds and then answers: n pairs of a cross join.
 N = 80000
@@ -208,8 +208,7 @@ def test_the_process_memory_pool_stops_a_heavy_query_not_the_process(crowded):
     conn = connect(crowded, "analyst")
     try:
         with pytest.raises(adbc_driver_manager.Error) as e:
-            sluice_rows(conn, "SELECT user_id, track_uri, array_agg(ts) FROM streams "
-                              "GROUP BY 1, 2 ORDER BY 1, 2")
+            sluice_rows(conn, MEMORY_HEAVY)
         error = str(e.value)
         assert has_code(error, "RESOURCE_EXHAUSTED") and "memory_pool_mb" in error, error
         assert sluice_rows(conn, "SELECT count(*) > 0 FROM streams") == [(True,)]

@@ -260,20 +260,12 @@ impl SluiceSqlService {
 
     /// Audits a statement that ended before it ran.
     fn audit_refusal(&self, caller: &Caller, sql: &str, e: &Error, started: std::time::Instant) {
-        let outcome = match e {
-            // Counted where they are refused, as `busy` and `shutting_down`.
-            Error::Busy(_) | Error::ShuttingDown => "refused",
-            e if e.is_failure() => "failed",
-            _ => {
-                sluice_metrics::QUERIES
-                    .with_label_values(&["refused", "none"])
-                    .inc();
-                "refused"
-            }
-        };
-        if outcome == "failed" {
+        let outcome = if e.is_failure() { "failed" } else { "refused" };
+        // Busy and shutting-down refusals are counted where they are refused, under their
+        // own outcome.
+        if !matches!(e, Error::Busy(_) | Error::ShuttingDown) {
             sluice_metrics::QUERIES
-                .with_label_values(&["failed", "none"])
+                .with_label_values(&[outcome, "none"])
                 .inc();
         }
         let mut record =

@@ -41,10 +41,8 @@ impl MemoryBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn add(&self, bytes: usize) -> usize {
-        let now = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        publish(now);
-        now
+    fn add(&self, bytes: usize) {
+        publish(self.used.fetch_add(bytes, Ordering::Relaxed) + bytes);
     }
 
     fn sub(&self, bytes: usize) {

@@ -1,6 +1,6 @@
 //! Counting what each source returns: a pass-through node over a branch's scan that adds to
-//! the per-source metrics (scans, rows, bytes, time) when the plan runs (not when it is planned, so `EXPLAIN` and
-//! branches that are never executed count nothing).
+//! the per-source metrics (scans, rows, bytes, time) when the plan runs (not when it is
+//! planned, so `EXPLAIN` and branches that are never executed count nothing).
 
 use std::fmt;
 use std::sync::Arc;
@@ -99,6 +99,7 @@ impl ExecutionPlan for SourceReadExec {
         let input = self.input.execute(partition, context)?;
         let schema = input.schema();
         let counted = input.map(move |batch| {
+            // The timer lives as long as the stream: it observes when the stream is dropped.
             let _timer = &timer;
             if let Ok(b) = &batch {
                 rows.inc_by(b.num_rows() as u64);
