@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Benchmarks, one command: builds Sluice (release), prepares the Python clients, runs.
+# The benchmark, one command (after the README's set-up: Debian's clickhouse-server and
+# redis-server installed, which ./tests/run.sh does):
 #
-#   ./bench/run.sh hot-window [--users 200 --listeners 20 --passes 30]
-#   ./bench/run.sh bulk-export [--users 30 --years 10 --passes 3]
+#   ./bench/run.sh            # 200 listeners x 10 years, results in bench/results (~30 min)
+#   ./bench/run.sh --quick    # a smoke run of a minute or two
+#   ./bench/run.sh --users 300 --years 11 --out /tmp/results   # any scale (see --help)
 #
-# Starts its own redis-server / clickhouse-server on free loopback ports (data in a temporary
-# folder) and stops them by process id. Results: bench/results/<name>.json and .md.
+# Builds Sluice twice (with jemalloc, and with the system allocator for the memory comparison)
+# and the trivial Flight SQL server the gateway's overhead is measured against, prepares the
+# Python clients, then runs bench/sluice_bench.py. ClickHouse and Redis are private instances
+# on free loopback ports with their data in a temporary folder, stopped by process id.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
-VENV="${SLUICE_BENCH_VENV:-$HOME/.cache/sluice/bench-venv}"
-name="${1:-hot-window}"
-shift || true
-cargo build --release --locked -p sluice
+VENV="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
+bin="$CARGO_TARGET_DIR/release"
+
+# The system-allocator build first, copied aside; then the default one, which stays in place.
+# Both build the whole workspace, as tests/run.sh does, so that dependencies are built with the
+# same features and reused: only the `sluice` binary differs.
+cargo build --release --locked --workspace --bins --no-default-features
+cp "$bin/sluice" "$bin/sluice-system-alloc"
+cargo build --release --locked --workspace --bins
+
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
-case "$name" in
-  hot-window) exec "$VENV/bin/python" bench/hot_window.py --sluice "$CARGO_TARGET_DIR/release/sluice" "$@" ;;
-  bulk-export) exec "$VENV/bin/python" bench/bulk_export.py --sluice "$CARGO_TARGET_DIR/release/sluice" "$@" ;;
-  *) echo "unknown benchmark '$name' (known: hot-window, bulk-export)" >&2; exit 2 ;;
-esac
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+exec "$VENV/bin/python" bench/sluice_bench.py --sluice "$bin/sluice" \
+  --sluice-system-alloc "$bin/sluice-system-alloc" --floor "$bin/flight-sql-floor" "$@"

@@ -9,8 +9,9 @@ use datafusion::catalog::{
 };
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Explain, LogicalPlan, Statement};
 use datafusion::physical_plan::execute_stream;
@@ -61,6 +62,8 @@ pub enum PlannedStatement {
 #[derive(Debug)]
 pub struct Query {
     state: SessionState,
+    /// What its operators run with: the base runtime with this query's memory pool.
+    runtime: Arc<RuntimeEnv>,
     plan: LogicalPlan,
     scope: Arc<QueryScope>,
     /// Whether `plan` has been through the optimizer (routes and rollups chosen).
@@ -194,7 +197,10 @@ impl QueryEngine {
         let mut state = self.base.clone();
         settings.apply(state.config_mut().options_mut())?;
         // This query's own pool: the principal's limit, within the process's budget.
-        // Sorts, aggregates and joins past it spill or fail, never take the process.
+        // Sorts, aggregates and joins past it spill or fail, never take the process. It goes
+        // into the query's task context only: rebuilding the session state around a new
+        // runtime registers every function again (most of the planning time of a small
+        // query, measured with perf).
         let pool = self
             .memory
             .query_pool(principal.name(), principal.limits().query_memory_bytes);
@@ -202,9 +208,6 @@ impl QueryEngine {
             .with_memory_pool(pool)
             .build_arc()
             .map_err(Error::Execute)?;
-        state = SessionStateBuilder::new_from_existing(state)
-            .with_runtime_env(runtime)
-            .build();
         let original_sql: Arc<str> = sql.into();
         if let Some(user) = principal.scope() {
             state.add_analyzer_rule(Arc::new(ListenerScopeRule::new(user)));
@@ -272,6 +275,7 @@ impl QueryEngine {
             .insert(QueryScopeOption(Arc::clone(&scope)));
         Ok(PlannedStatement::Query(Box::new(Query {
             state,
+            runtime,
             plan,
             scope,
             optimized: false,
@@ -381,7 +385,7 @@ impl Query {
         let route = matches!(self.plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
             .then(|| manifest.describe());
         let schema = physical.schema();
-        let task_ctx = self.state.task_ctx();
+        let task_ctx = Arc::new(TaskContext::from(&self.state).with_runtime(self.runtime));
         // Operators spawn their tasks where the plan starts: on the executor's runtime.
         let start = move || {
             let stream = execute_stream(physical, task_ctx)?;

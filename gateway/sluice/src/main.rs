@@ -12,6 +12,9 @@ mod telemetry;
 
 use clap::Parser;
 
+// jemalloc by default: under many concurrent queries it returns memory and fragments less than
+// the system allocator (`bench/` compares the two; build with `--no-default-features` for glibc).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
