@@ -11,9 +11,6 @@ import dataclasses
 import datetime as dt
 from typing import Callable, Optional
 
-DAY_MS = 86_400_000
-
-
 @dataclasses.dataclass
 class Context:
     """What a question needs to know: the listener, the dates, and per-listener choices."""
@@ -81,10 +78,6 @@ def _redis_events(r, c: Context):
         ts, track, played = m.decode().split("|")
         out.append((int(ts), track, int(played)))
     return out
-
-
-def _redis_week_rows(r, c):
-    return _redis_events(r, c)
 
 
 def _redis_week_count(r, c):
@@ -199,7 +192,7 @@ QUESTIONS = [
             WHERE user_id = '{c.user}' AND ts >= {duck_ts(c.w.date())} ORDER BY ts, track_uri""",
         lambda c: "SELECT timestamp_ms, track_uri, ms_played FROM direct.streams "
         f"WHERE user_id = '{c.user}' AND timestamp_ms >= {c.w_ms} ORDER BY timestamp_ms, track_uri",
-        _redis_week_rows,
+        _redis_events,
     ),
     Question(
         "analyst_genres_year", "analyst: plays and listeners per genre in a year", True, True, False,

@@ -11,7 +11,7 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Explain, LogicalPlan, Statement};
 use datafusion::physical_plan::execute_stream;
@@ -49,6 +49,14 @@ pub struct QueryEngine {
     memory: Arc<MemoryBudget>,
 }
 
+/// Where a query's memory pool comes from: the process's budget, for one principal.
+#[derive(Debug)]
+struct QueryPool {
+    budget: Arc<MemoryBudget>,
+    owner: String,
+    limit_bytes: Option<u64>,
+}
+
 /// One planned statement.
 #[derive(Debug)]
 pub enum PlannedStatement {
@@ -62,8 +70,8 @@ pub enum PlannedStatement {
 #[derive(Debug)]
 pub struct Query {
     state: SessionState,
-    /// What its operators run with: the base runtime with this query's memory pool.
-    runtime: Arc<RuntimeEnv>,
+    /// Whose memory pool its operators draw from, and its limit.
+    pool: QueryPool,
     plan: LogicalPlan,
     scope: Arc<QueryScope>,
     /// Whether `plan` has been through the optimizer (routes and rollups chosen).
@@ -196,18 +204,13 @@ impl QueryEngine {
     ) -> Result<PlannedStatement> {
         let mut state = self.base.clone();
         settings.apply(state.config_mut().options_mut())?;
-        // This query's own pool: the principal's limit, within the process's budget.
-        // Sorts, aggregates and joins past it spill or fail, never take the process. It goes
-        // into the query's task context only: rebuilding the session state around a new
-        // runtime registers every function again (most of the planning time of a small
-        // query, measured with perf).
-        let pool = self
-            .memory
-            .query_pool(principal.name(), principal.limits().query_memory_bytes);
-        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-            .with_memory_pool(pool)
-            .build_arc()
-            .map_err(Error::Execute)?;
+        // The query's memory pool is made when it runs (`execute`): planning alone
+        // (CreatePreparedStatement, GetSchema) needs none.
+        let pool = QueryPool {
+            budget: Arc::clone(&self.memory),
+            owner: principal.name().to_string(),
+            limit_bytes: principal.limits().query_memory_bytes,
+        };
         let original_sql: Arc<str> = sql.into();
         if let Some(user) = principal.scope() {
             state.add_analyzer_rule(Arc::new(ListenerScopeRule::new(user)));
@@ -275,7 +278,7 @@ impl QueryEngine {
             .insert(QueryScopeOption(Arc::clone(&scope)));
         Ok(PlannedStatement::Query(Box::new(Query {
             state,
-            runtime,
+            pool,
             plan,
             scope,
             optimized: false,
@@ -385,7 +388,20 @@ impl Query {
         let route = matches!(self.plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
             .then(|| manifest.describe());
         let schema = physical.schema();
-        let task_ctx = Arc::new(TaskContext::from(&self.state).with_runtime(self.runtime));
+        // This query's own pool: the principal's limit, within the process's budget.
+        // Sorts, aggregates and joins past it spill or fail, never take the process. It goes
+        // into the query's task context only: rebuilding the session state around a new
+        // runtime registers every function again (most of the planning time of a small
+        // query, measured with perf).
+        let pool = self
+            .pool
+            .budget
+            .query_pool(&self.pool.owner, self.pool.limit_bytes);
+        let runtime = RuntimeEnvBuilder::from_runtime_env(self.state.runtime_env())
+            .with_memory_pool(pool)
+            .build_arc()
+            .map_err(Error::Execute)?;
+        let task_ctx = Arc::new(TaskContext::from(&self.state).with_runtime(runtime));
         // Operators spawn their tasks where the plan starts: on the executor's runtime.
         let start = move || {
             let stream = execute_stream(physical, task_ctx)?;
