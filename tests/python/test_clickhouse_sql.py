@@ -31,6 +31,18 @@ CASES = {
         GROUP BY track_uri ORDER BY plays DESC, track_uri LIMIT 10"""),
     "first_stream_before_2023": ("u0002", """
         SELECT track_uri, ts FROM streams WHERE ts < '2023-01-01T00:00:00Z' ORDER BY ts LIMIT 1"""),
+    "first_stream_ever": ("u0002", """
+        SELECT track_uri, ts, ms_played FROM streams ORDER BY ts, track_uri LIMIT 1"""),
+    "never_played_tracks_of_an_artist": ("u0002", """
+        SELECT t.track_uri, t.track_name FROM tracks t
+        WHERE t.artist_uri = 'spotify:artist:x' AND t.track_uri NOT IN (SELECT track_uri FROM streams)
+        ORDER BY t.track_uri"""),
+    "monthly_plays_per_genre_2022": ("u0002", """
+        SELECT date_trunc('month', s.ts) AS month, a.genre, count(*) AS plays
+        FROM streams s JOIN tracks t ON s.track_uri = t.track_uri
+        JOIN artists a ON t.artist_uri = a.artist_uri
+        WHERE s.ts >= '2022-01-01T00:00:00Z' AND s.ts < '2023-01-01T00:00:00Z'
+        GROUP BY 1, 2 ORDER BY 1, 2"""),
     "first_and_last_play_of_a_track_2020": ("u0002", """
         SELECT min(ts), max(ts), count(*) FROM streams
         WHERE track_uri = 'spotify:track:x' AND ts < '2021-01-01T00:00:00Z'"""),

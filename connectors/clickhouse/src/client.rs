@@ -219,12 +219,7 @@ impl ClickHouseClient {
             client: self.clone(),
             query_id: Some(query_id.clone()),
         };
-        let (cursor, error) = match self
-            .reader()
-            .query(&sql)
-            .with_setting("query_id", query_id)
-            .fetch_native()
-        {
+        let (cursor, error) = match self.start_native(&sql, &query_id) {
             Ok(c) => (Some(c), None),
             Err(source) => (None, Some(self.request_err("query")(source))),
         };
@@ -236,6 +231,7 @@ impl ClickHouseClient {
             decoder,
             guard,
             deadline,
+            retry: Some(sql),
         };
         // Reading and decoding run in their own task, a few batches ahead of the consumer,
         // so ClickHouse's transfer overlaps the gateway's encoding of what came before. If
@@ -262,6 +258,17 @@ impl ClickHouseClient {
         });
         builder.build()
     }
+
+    fn start_native(
+        &self,
+        sql: &str,
+        query_id: &str,
+    ) -> clickhouse::error::Result<clickhouse::query::NativeCursor> {
+        self.reader()
+            .query(sql)
+            .with_setting("query_id", query_id)
+            .fetch_native()
+    }
 }
 
 struct State {
@@ -271,6 +278,10 @@ struct State {
     decoder: BlockDecoder,
     guard: KillOnDrop,
     deadline: tokio::time::Instant,
+    /// The statement, until its first block arrives: a read that failed in the network
+    /// before that is sent once more (a kept-alive connection the server closed just as
+    /// it was reused fails this way, and a SELECT is safe to repeat).
+    retry: Option<String>,
 }
 
 impl State {
@@ -285,6 +296,23 @@ impl State {
         loop {
             let block = match tokio::time::timeout_at(self.deadline, cursor.next()).await {
                 Ok(Ok(b)) => b,
+                Ok(Err(clickhouse::error::Error::Network(source))) if self.retry.is_some() => {
+                    let sql = self.retry.take().expect("checked by the guard");
+                    let first = self.guard.query_id.take().unwrap_or_default();
+                    let again = format!("{first}-retry");
+                    warn!(endpoint = %self.client.endpoint, query_id = %first, error = %source,
+                        "ClickHouse read failed before its first block; sending it again");
+                    self.guard.query_id = Some(again.clone());
+                    match self.client.start_native(&sql, &again) {
+                        Ok(c) => *cursor = c,
+                        Err(source) => {
+                            self.cursor = None;
+                            self.guard.query_id = None;
+                            return Err(self.client.request_err("query")(source));
+                        }
+                    }
+                    continue;
+                }
                 Ok(Err(source)) => {
                     self.cursor = None;
                     return Err(Error::Request {
@@ -301,6 +329,7 @@ impl State {
                         .timeout_err("query", self.client.config.query_timeout()));
                 }
             };
+            self.retry = None;
             match block {
                 // Empty blocks (a header, or a filtered-out block) carry nothing.
                 Some(b) if b.num_rows() == 0 => continue,

@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::limits::ConcurrencyLimiter;
 use crate::metadata::{self, KeyFilter, SQL_INFO, XDBC_TYPES};
 use crate::results::{QueryContext, ResultStream};
-use crate::session::{Prepared, Sessions};
+use crate::session::{FirstPlan, Prepared, Sessions};
 use crate::session_options::{
     CANCEL_FLIGHT_INFO, CLOSE_SESSION, CloseSessionResult, CloseSessionStatus, ErrorValue,
     GET_SESSION_OPTIONS, GetSessionOptionsResult, SET_SESSION_OPTIONS, SessionOptionValue,
@@ -241,15 +241,31 @@ impl SluiceSqlService {
 
     /// Answers GetFlightInfo for a statement: rows get a ticket, SET is applied here. A
     /// statement refused here is audited here; one that runs is audited when it ends.
+    /// A prepared statement's `first_plan` is used instead of planning again when it is
+    /// still good.
     async fn statement_info(
         &self,
         caller: &Caller,
         sql: &str,
         params: Option<Vec<ScalarValue>>,
+        first_plan: Option<&FirstPlan>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let span = query_span(caller);
-        let statement = self.plan(caller, sql).instrument(span.clone()).await?;
+        let settings = self
+            .sessions
+            .with(&caller.session_key, |s| s.settings.clone());
+        let statement = match first_plan.and_then(|p| p.take(&settings)) {
+            Some(query) => {
+                self.admission.check_open()?;
+                // The trace still shows the phase, marked as served by the prepare.
+                span.in_scope(|| {
+                    info_span!("plan", principal = %caller.principal.name(), reused = true)
+                        .in_scope(|| PlannedStatement::Query(Box::new(query)))
+                })
+            }
+            None => self.plan(caller, sql).instrument(span.clone()).await?,
+        };
         let started = std::time::Instant::now();
         let result = self.describe_statement(caller, statement, params, descriptor, span);
         if let Err(e) = &result {
@@ -551,7 +567,7 @@ impl FlightSqlService for SluiceSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = caller(&request)?;
         let info = self
-            .statement_info(&caller, &query.query, None, request.into_inner())
+            .statement_info(&caller, &query.query, None, None, request.into_inner())
             .await?;
         Ok(Response::new(info))
     }
@@ -568,6 +584,7 @@ impl FlightSqlService for SluiceSqlService {
                 &caller,
                 &prepared.sql,
                 prepared.params,
+                Some(&prepared.first_plan),
                 request.into_inner(),
             )
             .await?;
@@ -626,19 +643,27 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = caller(&request)?;
-        let (dataset_schema, parameter_schema) = match self.plan(&caller, &query.query).await? {
-            PlannedStatement::Query(q) => {
-                let params = q.parameter_schema().map_err(Error::from)?;
-                let params = if params.fields().is_empty() {
-                    Bytes::new()
-                } else {
-                    schema_bytes(&params)?
-                };
-                (schema_bytes(&q.schema())?, params)
-            }
-            // JDBC takes an empty dataset schema to mean an update.
-            PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new()),
-        };
+        let settings = self
+            .sessions
+            .with(&caller.session_key, |s| s.settings.clone());
+        let (dataset_schema, parameter_schema, first_plan) =
+            match self.plan(&caller, &query.query).await? {
+                PlannedStatement::Query(q) => {
+                    let params = q.parameter_schema().map_err(Error::from)?;
+                    let params = if params.fields().is_empty() {
+                        Bytes::new()
+                    } else {
+                        schema_bytes(&params)?
+                    };
+                    (
+                        schema_bytes(&q.schema())?,
+                        params,
+                        FirstPlan::new(*q, settings),
+                    )
+                }
+                // JDBC takes an empty dataset schema to mean an update.
+                PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new(), FirstPlan::default()),
+            };
         let handle = rand::random::<[u8; 16]>().to_vec();
         self.sessions.with(&caller.session_key, |s| {
             s.prepared.insert(
@@ -646,6 +671,7 @@ impl FlightSqlService for SluiceSqlService {
                 Prepared {
                     sql: query.query,
                     params: None,
+                    first_plan,
                 },
             )
         });

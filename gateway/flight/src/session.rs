@@ -16,11 +16,39 @@ const TICKET_TTL: Duration = Duration::from_secs(300);
 /// How long an unused session keeps its settings and prepared statements.
 const SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// A prepared statement: its SQL and the parameter values bound last.
+/// How long the plan made by CreatePreparedStatement may serve the GetFlightInfo after it.
+/// ADBC prepares every query it runs and asks for it at once; a plan kept longer would run
+/// on an old `W` (and the hot store keeps events from before `W` only for its grace period).
+const FIRST_PLAN_TTL: Duration = Duration::from_secs(1);
+
+/// A prepared statement: its SQL, the parameter values bound last, and the plan made when
+/// it was prepared, until its first GetFlightInfo.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub(crate) sql: String,
     pub(crate) params: Option<Vec<ScalarValue>>,
+    pub(crate) first_plan: FirstPlan,
+}
+
+/// The plan CreatePreparedStatement made, for the GetFlightInfo that follows (so an ADBC
+/// query is planned once, not twice). Shared by the clones of its [`Prepared`], used once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FirstPlan(Arc<Mutex<Option<(Query, SessionSettings, Instant)>>>);
+
+impl FirstPlan {
+    pub(crate) fn new(query: Query, settings: SessionSettings) -> Self {
+        Self(Arc::new(Mutex::new(Some((
+            query,
+            settings,
+            Instant::now(),
+        )))))
+    }
+
+    /// The plan, if it is fresh and was made with the same `settings`; it is given once.
+    pub(crate) fn take(&self, settings: &SessionSettings) -> Option<Query> {
+        let (query, made_with, at) = self.0.lock().expect("first plan lock").take()?;
+        (at.elapsed() < FIRST_PLAN_TTL && made_with == *settings).then_some(query)
+    }
 }
 
 #[derive(Debug)]

@@ -23,6 +23,7 @@ use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
 use sluice_connector_api::{Sources, Watermark};
 use tracing::debug;
 
+use crate::eager_aggregate::EagerAggregateRule;
 use crate::error::{Error, Result};
 use crate::executor::QueryExecutor;
 use crate::federation::{CatalogTable, SluiceQueryPlanner};
@@ -33,8 +34,10 @@ use crate::memory::MemoryBudget;
 use crate::placeholders::number_question_marks;
 use crate::rollups::{AggregateSplitRule, AvailableRollup};
 use crate::scope::ListenerScopeRule;
+use crate::semi_join::SemiJoinDistinctRule;
 use crate::settings::SessionSettings;
 use crate::streams::{QueryScope, QueryScopeOption, StreamsSplitRule, StreamsTable};
+use crate::topk::TopKSplitRule;
 
 /// Plans SQL against the sources. One per process, shared by every session.
 #[derive(Debug)]
@@ -144,11 +147,16 @@ impl QueryEngine {
             .with_default_features()
             .with_catalog_list(Arc::new(catalogs) as Arc<dyn CatalogProviderList>)
             .with_query_planner(Arc::new(SluiceQueryPlanner))
-            // After DataFusion pushed the filters into `streams`: aggregates over it split
-            // into partials per source (rollups where exact), then every other read of it
-            // split at the query's W.
+            // After DataFusion pushed the filters into `streams`: aggregates over it and
+            // the catalog partly computed below the joins, reads of it for semi and anti
+            // joins made distinct, aggregates over it split into partials per source
+            // (rollups where exact), then every other read of it split at the query's W,
+            // with a top-k sort copied onto each branch.
+            .with_optimizer_rule(Arc::new(EagerAggregateRule))
+            .with_optimizer_rule(Arc::new(SemiJoinDistinctRule))
             .with_optimizer_rule(Arc::new(AggregateSplitRule::new(rollups)))
             .with_optimizer_rule(Arc::new(StreamsSplitRule))
+            .with_optimizer_rule(Arc::new(TopKSplitRule))
             .build();
         Ok(Self {
             base,

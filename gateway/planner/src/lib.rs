@@ -5,8 +5,14 @@
 //!
 //! Steps, each in its own module:
 //! - `scope`: a listener's `user_id` filter on every user-keyed relation, first;
+//! - `eager_aggregate`: an aggregate over `streams` joined with the catalog computed in part
+//!   below the joins, so one row per track moves instead of one per play;
+//! - `semi_join`: the `streams` side of `IN`/`NOT IN`/`EXISTS` read as distinct keys;
+//! - `rollups`: aggregates over `streams` split into partials per source, with rollups
+//!   answering what they cover exactly;
 //! - `streams`: `streams` as the union of the cold branch (`ts < W`) and the hot branch
 //!   (`ts >= W`) at one `W` per query, with branches the time filters rule out not read;
+//! - `topk`: `ORDER BY ... LIMIT k` over the branches: each branch returns its first `k`;
 //! - `federation`: catalog joins placed where they are cheapest, then the parts of the plan a
 //!   remote engine (ClickHouse) can run handed to it as SQL (datafusion-federation);
 //! - `information_schema`: the tables and columns with their descriptions;
@@ -17,6 +23,7 @@
 //!   process's [`MemoryBudget`];
 //! - `ingest`: an admin's new events, checked and written to the hot store.
 
+mod eager_aggregate;
 mod engine;
 mod error;
 mod executor;
@@ -28,11 +35,13 @@ mod memory;
 mod placeholders;
 mod rollups;
 mod scope;
+mod semi_join;
 mod settings;
 mod source_reads;
 mod streams;
 #[cfg(test)]
 mod tests;
+mod topk;
 
 pub use engine::{PlannedStatement, Query, QueryEngine};
 pub use error::{Error, ErrorKind, Result};

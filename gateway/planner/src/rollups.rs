@@ -137,16 +137,16 @@ fn columns_of(e: &Expr) -> Vec<String> {
 
 /// The aggregate's input, read down to its scan of `streams`: the scan and every filter and
 /// projection in between, with all expressions written in the scan's columns.
-struct StreamsInput {
+pub(crate) struct StreamsInput {
     scan: TableScan,
     cold: Arc<dyn EventSource>,
     hot: Arc<dyn EventSource>,
     predicates: Vec<Expr>,
     /// Maps a column of the aggregate's input (by flat name) to an expression of the scan.
-    columns: HashMap<String, Expr>,
+    pub(crate) columns: HashMap<String, Expr>,
 }
 
-fn streams_input(plan: &LogicalPlan) -> Option<StreamsInput> {
+pub(crate) fn streams_input(plan: &LogicalPlan) -> Option<StreamsInput> {
     let mut chain = Vec::new();
     let mut node = plan;
     let (scan, (cold, hot)) = loop {
@@ -211,6 +211,22 @@ fn streams_input(plan: &LogicalPlan) -> Option<StreamsInput> {
         hot,
         predicates,
         columns,
+    })
+}
+
+/// True if `plan` reads one scan of `streams` (through filters, projections and aliases) and
+/// returns only its key columns or expressions of them: what a rollup can also give.
+pub(crate) fn streams_keys_only(plan: &LogicalPlan) -> bool {
+    let Some(input) = streams_input(plan) else {
+        return false;
+    };
+    plan.schema().columns().into_iter().all(|c| {
+        let e = input
+            .columns
+            .get(&c.flat_name())
+            .cloned()
+            .unwrap_or(Expr::Column(c));
+        only_keys(&e)
     })
 }
 
@@ -586,7 +602,8 @@ impl AggregateSplitRule {
             .build()?;
         // The final merge, named as the aggregate was: keys keep their names under the
         // qualifier the query uses for them (a derived table of that name, so the SQL sent
-        // for a plan above this one can still say `streams.track_uri`).
+        // for a plan above this one can still say `streams.track_uri`; the measures take
+        // that qualifier too, and are still found by their names alone).
         let key_fields: Vec<_> = agg.schema.iter().take(groups.len()).collect();
         let key_names = key_fields
             .iter()
@@ -612,11 +629,9 @@ impl AggregateSplitRule {
             .enumerate()
             .map(|(i, name)| col(format!("__sluice_k{i}")).alias(name))
             .collect::<Vec<_>>();
-        let mut merged = LogicalPlanBuilder::from(union).aggregate(keys, merges)?;
-        if let Some(q) = qualifier {
-            merged = merged.alias(q)?;
-        }
-        let merged = merged.build()?;
+        let merged = LogicalPlanBuilder::from(union)
+            .aggregate(keys, merges)?
+            .build()?;
         let outputs = merged.schema().columns();
         let named = outputs
             .into_iter()
@@ -627,11 +642,18 @@ impl AggregateSplitRule {
                 _ => Expr::Column(c),
             })
             .zip(agg.schema.iter())
-            .map(|(e, (q, f))| e.alias_qualified(q.cloned(), f.name()))
+            .map(|(e, (q, f))| match &qualifier {
+                Some(_) => e.alias(f.name()),
+                None => e.alias_qualified(q.cloned(), f.name()),
+            })
             .collect::<Vec<_>>();
-        Ok(Some(
-            LogicalPlanBuilder::from(merged).project(named)?.build()?,
-        ))
+        let mut named = LogicalPlanBuilder::from(merged).project(named)?;
+        if let Some(q) = qualifier {
+            // Last, so that the SQL sent for a plan above (a join on `s.track_uri`) finds
+            // the name: an alias inside a projection does not carry its table's name there.
+            named = named.alias(q)?;
+        }
+        Ok(Some(named.build()?))
     }
 }
 

@@ -254,6 +254,27 @@ mod rollups {
             .collect()
     }
 
+    /// Tracks t1..t4 (t4 never played) by artists x (t1, t2) and y (t3, t4).
+    fn tracks() -> Arc<dyn datafusion::catalog::TableProvider> {
+        let rows = [("t1", "x"), ("t2", "x"), ("t3", "y"), ("t4", "y")];
+        let batch = RecordBatch::try_new(
+            sluice_catalog::table(sluice_catalog::TRACKS)
+                .unwrap()
+                .schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| format!("{} name", r.0)),
+                )),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "al"))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|_| 200_000))),
+            ],
+        )
+        .unwrap();
+        Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())
+    }
+
     fn engine() -> QueryEngine {
         let cold = MemoryHotStore::new();
         cold.append(&events(&cold_events())).unwrap();
@@ -268,7 +289,7 @@ mod rollups {
             hot: Arc::new(hot),
             cold: Arc::new(cold),
             watermark: Arc::new(FixedWatermark(W)),
-            entities: vec![],
+            entities: vec![(sluice_catalog::TRACKS.to_string(), tracks())],
             remote_entities: vec![],
             rollups: rollup_tables(),
         })
@@ -353,6 +374,72 @@ mod rollups {
                     .to_string(),
                 None,
             ),
+            // Joined with the catalog: the partial aggregate by track goes below the join.
+            (
+                format!(
+                    "SELECT t.artist_uri, count(*) AS n, sum(s.ms_played) AS ms, \
+                     count(DISTINCT s.user_id) AS u FROM streams s \
+                     JOIN tracks t ON s.track_uri = t.track_uri \
+                     WHERE s.ts >= {} GROUP BY t.artist_uri ORDER BY 1",
+                    t(2 * DAY + 5)
+                ),
+                Some("plays_daily"),
+            ),
+            (
+                "SELECT date_trunc('month', s.ts) AS m, t.artist_uri, count(*) AS n, \
+                 max(t.track_name) AS last_name FROM streams s \
+                 JOIN tracks t ON s.track_uri = t.track_uri GROUP BY 1, 2 ORDER BY 1, 2"
+                    .to_string(),
+                Some("plays_daily"),
+            ),
+            (
+                "SELECT t.artist_uri, min(s.ts) AS f, max(s.ts) AS l, count(*) AS n \
+                 FROM streams s JOIN tracks t ON s.track_uri = t.track_uri \
+                 WHERE s.user_id = 'a' GROUP BY t.artist_uri ORDER BY 1"
+                    .to_string(),
+                Some("track_first_last"),
+            ),
+            (
+                // No group at all: a count over no rows is still 0.
+                format!(
+                    "SELECT count(*) AS n, sum(s.ms_played) AS ms FROM streams s \
+                     JOIN tracks t ON s.track_uri = t.track_uri \
+                     WHERE t.artist_uri = 'nobody' AND s.ts < {}",
+                    t(3 * DAY)
+                ),
+                Some("plays_daily"),
+            ),
+            (
+                // A sum of a catalog column would be multiplied by the folded rows: raw.
+                "SELECT sum(t.duration_ms) AS d FROM streams s \
+                 JOIN tracks t ON s.track_uri = t.track_uri"
+                    .to_string(),
+                None,
+            ),
+            // NOT IN and IN need only the distinct tracks.
+            (
+                "SELECT track_uri FROM tracks WHERE track_uri NOT IN \
+                 (SELECT track_uri FROM streams WHERE user_id = 'a') ORDER BY 1"
+                    .to_string(),
+                Some("track_first_last"),
+            ),
+            (
+                "SELECT track_uri FROM tracks WHERE track_uri IN \
+                 (SELECT track_uri FROM streams WHERE user_id = 'b') ORDER BY 1"
+                    .to_string(),
+                Some("track_first_last"),
+            ),
+            // Top k over both branches, with ties on ts broken by the key.
+            (
+                "SELECT user_id, track_uri, ts FROM streams ORDER BY ts DESC, user_id LIMIT 2"
+                    .to_string(),
+                None,
+            ),
+            (
+                "SELECT track_uri, ts FROM streams WHERE user_id = 'a' ORDER BY ts LIMIT 3 OFFSET 1"
+                    .to_string(),
+                None,
+            ),
         ];
         for (sql, rollup) in cases {
             let (raw, raw_rollups) = answer(&e, "raw", &sql).await;
@@ -365,5 +452,22 @@ mod rollups {
                 "{sql}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_top_k_reaches_each_branch() {
+        let e = engine();
+        let (plan, _) = answer(
+            &e,
+            "auto",
+            "EXPLAIN SELECT track_uri, ts FROM streams ORDER BY ts LIMIT 2",
+        )
+        .await;
+        let logical = plan
+            .lines()
+            .filter(|l| l.contains("Sort:") && l.contains("fetch=2"))
+            .count();
+        // The query's own, then one on each branch of the union.
+        assert!(logical >= 3, "{plan}");
     }
 }

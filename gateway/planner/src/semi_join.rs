@@ -1,0 +1,77 @@
+//! `IN`, `NOT IN` and `EXISTS` over `streams` need only the distinct values they compare
+//! ("tracks I never played": the tracks I played, once each, not every play). DataFusion
+//! turns such subqueries into semi and anti joins; [`SemiJoinDistinctRule`] puts a
+//! `GROUP BY` of the read columns on the `streams` side of each, which a semi or anti join
+//! answers identically (it only asks whether a match exists). The aggregate is then split
+//! like any other ([`crate::rollups`]): `track_first_last` holds each listener's distinct
+//! tracks before `W`, and ClickHouse groups what it reads raw before sending it.
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::common::tree_node::Transformed;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use crate::rollups::streams_keys_only;
+
+/// Reads the `streams` side of a semi or anti join as distinct rows, where it returns only
+/// key columns (`user_id`, `track_uri`): grouping by `ts` would shrink nothing.
+#[derive(Debug, Default)]
+pub(crate) struct SemiJoinDistinctRule;
+
+fn distinct(plan: &Arc<LogicalPlan>) -> Result<Option<Arc<LogicalPlan>>> {
+    if !streams_keys_only(plan) {
+        return Ok(None);
+    }
+    let keys = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect::<Vec<_>>();
+    let grouped = LogicalPlanBuilder::from(Arc::clone(plan))
+        .aggregate(keys, Vec::<Expr>::new())?
+        .build()?;
+    Ok(Some(Arc::new(grouped)))
+}
+
+impl OptimizerRule for SemiJoinDistinctRule {
+    fn name(&self) -> &str {
+        "sluice_semi_join_distinct"
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::Join(join) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let (left, right) = match join.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti => (None, distinct(&join.right)?),
+                JoinType::RightSemi | JoinType::RightAnti => (distinct(&join.left)?, None),
+                _ => (None, None),
+            };
+            if left.is_none() && right.is_none() {
+                return Ok(Transformed::no(node));
+            }
+            let LogicalPlan::Join(mut join) = node else {
+                unreachable!("matched above")
+            };
+            if let Some(l) = left {
+                join.left = l;
+            }
+            if let Some(r) = right {
+                join.right = r;
+            }
+            Ok(Transformed::yes(LogicalPlan::Join(join)))
+        })
+    }
+}

@@ -1,0 +1,212 @@
+//! `ORDER BY ... LIMIT k` over the union of `streams`' branches: each branch returns only its
+//! own first `k` rows, and the gateway sorts at most `k` rows per branch. The first `k` of a
+//! union are among the first `k` of each of its inputs, so the answer is the same; a cold
+//! branch in ClickHouse gets the sort and the limit in its SQL ("my first stream" moves one
+//! row, not the listener's history).
+//!
+//! [`TopKSplitRule`] runs after [`crate::streams`] made the union. It looks through
+//! projections and aliases that only rename columns (above the union, and in each branch,
+//! where the sort goes below them), and leaves a branch alone if it already has a sort
+//! keeping `k` rows or fewer (so the rule applies once).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, Result};
+use datafusion::logical_expr::{Expr, LogicalPlan, Sort, SortExpr, SubqueryAlias, Union};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+/// Puts a copy of a top-k sort (a `Sort` with a fetch) on every input of the union below it.
+#[derive(Debug, Default)]
+pub(crate) struct TopKSplitRule;
+
+/// `e` with each column of `plan`'s output replaced by what `plan` computes it from (`plan`
+/// is a projection of columns or an alias); `None` if a column is computed otherwise.
+fn through(e: &Expr, plan: &LogicalPlan) -> Option<Expr> {
+    let schema = plan.schema();
+    let mapped = e
+        .clone()
+        .transform(|n| {
+            let Expr::Column(c) = &n else {
+                return Ok(Transformed::no(n));
+            };
+            let i = schema.index_of_column(c)?;
+            let below = match plan {
+                LogicalPlan::Projection(p) => p.expr[i].clone().unalias_nested().data,
+                LogicalPlan::SubqueryAlias(a) => {
+                    Expr::Column(Column::from(a.input.schema().qualified_field(i)))
+                }
+                LogicalPlan::Union(_) => unreachable!("a union is mapped per input"),
+                _ => return datafusion::common::plan_err!("not a renaming"),
+            };
+            Ok(Transformed::yes(below))
+        })
+        .ok()?
+        .data;
+    Some(mapped)
+}
+
+/// `e` over the union's output, written over input `input` (same columns by position).
+fn into_input(e: &Expr, union: &Union, input: &LogicalPlan) -> Result<Expr> {
+    e.clone()
+        .transform(|n| {
+            let Expr::Column(c) = &n else {
+                return Ok(Transformed::no(n));
+            };
+            let i = union.schema.index_of_column(c)?;
+            Ok(Transformed::yes(Expr::Column(Column::from(
+                input.schema().qualified_field(i),
+            ))))
+        })
+        .map(|t| t.data)
+}
+
+fn only_renames(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => p
+            .expr
+            .iter()
+            .all(|e| matches!(e.clone().unalias_nested().data, Expr::Column(_))),
+        LogicalPlan::SubqueryAlias(_) => true,
+        _ => false,
+    }
+}
+
+/// `input` with a sort keeping its first `k` rows by `keys` (written over `input`'s output),
+/// placed below the projections that only rename (so the SQL sent for a remote branch is a
+/// plain `SELECT ... ORDER BY ... LIMIT k`); `None` if it already keeps `k` rows or fewer.
+fn with_top_k(
+    input: &Arc<LogicalPlan>,
+    keys: Vec<SortExpr>,
+    k: usize,
+) -> Result<Option<LogicalPlan>> {
+    let below = match input.as_ref() {
+        LogicalPlan::Sort(Sort { fetch: Some(n), .. }) if *n <= k => return Ok(None),
+        LogicalPlan::Projection(p) if only_renames(input) => Some(&p.input),
+        LogicalPlan::SubqueryAlias(a) => Some(&a.input),
+        _ => None,
+    };
+    if let Some(below) = below {
+        let mapped = keys
+            .iter()
+            .map(|s| through(&s.expr, input).map(|expr| SortExpr { expr, ..s.clone() }))
+            .collect::<Option<Vec<_>>>();
+        if let Some(mapped) = mapped {
+            return match with_top_k(below, mapped, k)? {
+                Some(sorted) => Ok(Some(
+                    input.with_new_exprs(input.expressions(), vec![sorted])?,
+                )),
+                None => Ok(None),
+            };
+        }
+    }
+    let sorted = LogicalPlan::Sort(Sort {
+        expr: keys,
+        input: Arc::clone(input),
+        fetch: Some(k),
+    });
+    // Under the name its columns already have: the SQL unparser writes a sort with a
+    // projection above it as a derived table, which the projection's `streams.ts` must find.
+    let qualifiers = input
+        .schema()
+        .iter()
+        .map(|(q, _)| q.cloned())
+        .collect::<HashSet<_>>();
+    match qualifiers.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(name)] => Ok(Some(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+            Arc::new(sorted),
+            name.clone(),
+        )?))),
+        _ => Ok(Some(sorted)),
+    }
+}
+
+impl TopKSplitRule {
+    fn split(&self, sort: &Sort) -> Result<Option<LogicalPlan>> {
+        let Some(k) = sort.fetch else {
+            return Ok(None);
+        };
+        // Down to the union, with the sort keys rewritten at each step.
+        let mut chain = Vec::new();
+        let mut keys: Vec<Expr> = sort.expr.iter().map(|s| s.expr.clone()).collect();
+        let mut node = sort.input.as_ref();
+        let union = loop {
+            match node {
+                LogicalPlan::Union(u) => break u,
+                n if only_renames(n) => {
+                    let Some(k) = keys.iter().map(|e| through(e, n)).collect() else {
+                        return Ok(None);
+                    };
+                    keys = k;
+                    chain.push(n);
+                    node = n.inputs()[0];
+                }
+                _ => return Ok(None),
+            }
+        };
+        let mut changed = false;
+        let mut inputs = Vec::with_capacity(union.inputs.len());
+        for input in &union.inputs {
+            let expr = sort
+                .expr
+                .iter()
+                .zip(&keys)
+                .map(|(s, key)| {
+                    Ok(SortExpr {
+                        expr: into_input(key, union, input)?,
+                        ..s.clone()
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match with_top_k(input, expr, k)? {
+                Some(sorted) => {
+                    changed = true;
+                    inputs.push(Arc::new(sorted));
+                }
+                None => inputs.push(Arc::clone(input)),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let mut rebuilt = LogicalPlan::Union(Union {
+            inputs,
+            schema: Arc::clone(&union.schema),
+        });
+        for n in chain.into_iter().rev() {
+            rebuilt = n.with_new_exprs(n.expressions(), vec![rebuilt])?;
+        }
+        Ok(Some(LogicalPlan::Sort(Sort {
+            expr: sort.expr.clone(),
+            input: Arc::new(rebuilt),
+            fetch: sort.fetch,
+        })))
+    }
+}
+
+impl OptimizerRule for TopKSplitRule {
+    fn name(&self) -> &str {
+        "sluice_topk_split"
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::Sort(sort) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            match self.split(sort)? {
+                Some(plan) => Ok(Transformed::yes(plan)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+    }
+}
