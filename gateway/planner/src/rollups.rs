@@ -146,6 +146,15 @@ pub(crate) struct StreamsInput {
     pub(crate) columns: HashMap<String, Expr>,
 }
 
+impl StreamsInput {
+    /// True if the filters read one listener's events only.
+    pub(crate) fn one_listener(&self) -> bool {
+        EventFilter::from_filters(&self.predicates)
+            .users
+            .is_some_and(|u| u.len() == 1)
+    }
+}
+
 pub(crate) fn streams_input(plan: &LogicalPlan) -> Option<StreamsInput> {
     let mut chain = Vec::new();
     let mut node = plan;

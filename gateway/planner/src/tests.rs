@@ -374,13 +374,14 @@ mod rollups {
                     .to_string(),
                 None,
             ),
-            // Joined with the catalog: the partial aggregate by track goes below the join.
+            // One listener's plays joined with the catalog: the partial aggregate by track
+            // goes below the join.
             (
                 format!(
                     "SELECT t.artist_uri, count(*) AS n, sum(s.ms_played) AS ms, \
                      count(DISTINCT s.user_id) AS u FROM streams s \
                      JOIN tracks t ON s.track_uri = t.track_uri \
-                     WHERE s.ts >= {} GROUP BY t.artist_uri ORDER BY 1",
+                     WHERE s.ts >= {} AND s.user_id = 'a' GROUP BY t.artist_uri ORDER BY 1",
                     t(2 * DAY + 5)
                 ),
                 Some("plays_daily"),
@@ -388,9 +389,20 @@ mod rollups {
             (
                 "SELECT date_trunc('month', s.ts) AS m, t.artist_uri, count(*) AS n, \
                  max(t.track_name) AS last_name FROM streams s \
-                 JOIN tracks t ON s.track_uri = t.track_uri GROUP BY 1, 2 ORDER BY 1, 2"
+                 JOIN tracks t ON s.track_uri = t.track_uri WHERE s.user_id = 'a' \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
                     .to_string(),
                 Some("plays_daily"),
+            ),
+            // Across listeners the join runs where the events are: left as written.
+            (
+                format!(
+                    "SELECT t.artist_uri, count(*) AS n, count(DISTINCT s.user_id) AS u \
+                     FROM streams s JOIN tracks t ON s.track_uri = t.track_uri \
+                     WHERE s.ts >= {} GROUP BY t.artist_uri ORDER BY 1",
+                    t(2 * DAY + 5)
+                ),
+                None,
             ),
             (
                 "SELECT t.artist_uri, min(s.ts) AS f, max(s.ts) AS l, count(*) AS n \
@@ -404,7 +416,7 @@ mod rollups {
                 format!(
                     "SELECT count(*) AS n, sum(s.ms_played) AS ms FROM streams s \
                      JOIN tracks t ON s.track_uri = t.track_uri \
-                     WHERE t.artist_uri = 'nobody' AND s.ts < {}",
+                     WHERE t.artist_uri = 'nobody' AND s.user_id = 'b' AND s.ts < {}",
                     t(3 * DAY)
                 ),
                 Some("plays_daily"),
@@ -412,7 +424,7 @@ mod rollups {
             (
                 // A sum of a catalog column would be multiplied by the folded rows: raw.
                 "SELECT sum(t.duration_ms) AS d FROM streams s \
-                 JOIN tracks t ON s.track_uri = t.track_uri"
+                 JOIN tracks t ON s.track_uri = t.track_uri WHERE s.user_id = 'a'"
                     .to_string(),
                 None,
             ),
