@@ -2,7 +2,7 @@
 # The benchmark, one command (after the README's set-up: Debian's clickhouse-server and
 # redis-server installed, which ./tests/run.sh does):
 #
-#   ./bench/run.sh            # 200 listeners x 10 years, results in bench/results (~22 min)
+#   ./bench/run.sh            # 200 listeners x 10 years, results in bench/results (~18 min)
 #   ./bench/run.sh --quick    # a smoke run of a minute or two
 #   ./bench/run.sh --users 300 --years 11 --out /tmp/results   # any scale (see --help)
 #
