@@ -34,7 +34,7 @@ use datafusion::common::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use sluice_auth::{Authenticator, Principal};
-use sluice_planner::{IngestTarget, PlannedStatement, Query, QueryEngine};
+use sluice_planner::{IngestTarget, PlannedStatement, Query, QueryEngine, SessionSettings};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span, info, info_span};
@@ -214,15 +214,27 @@ pub(crate) fn query_span(caller: &Caller) -> Span {
 
 impl SluiceSqlService {
     async fn plan(&self, caller: &Caller, sql: &str) -> Result<PlannedStatement> {
+        self.plan_with(caller, &self.settings(caller), sql).await
+    }
+
+    fn settings(&self, caller: &Caller) -> SessionSettings {
+        self.sessions
+            .with(&caller.session_key, |s| s.settings.clone())
+    }
+
+    /// Plans `sql` with the session `settings` the caller read.
+    async fn plan_with(
+        &self,
+        caller: &Caller,
+        settings: &SessionSettings,
+        sql: &str,
+    ) -> Result<PlannedStatement> {
         self.admission.check_open()?;
-        let settings = self
-            .sessions
-            .with(&caller.session_key, |s| s.settings.clone());
         let span = info_span!("plan", principal = %caller.principal.name());
         let started = std::time::Instant::now();
         let planned = self
             .engine
-            .plan(&caller.principal, &settings, sql)
+            .plan(&caller.principal, settings, sql)
             .instrument(span)
             .await
             .map_err(Error::from);
@@ -252,9 +264,7 @@ impl SluiceSqlService {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let span = query_span(caller);
-        let settings = self
-            .sessions
-            .with(&caller.session_key, |s| s.settings.clone());
+        let settings = self.settings(caller);
         let statement = match first_plan.and_then(|p| p.take(&settings)) {
             Some(query) => {
                 self.admission.check_open()?;
@@ -264,7 +274,11 @@ impl SluiceSqlService {
                         .in_scope(|| PlannedStatement::Query(Box::new(query)))
                 })
             }
-            None => self.plan(caller, sql).instrument(span.clone()).await?,
+            None => {
+                self.plan_with(caller, &settings, sql)
+                    .instrument(span.clone())
+                    .await?
+            }
         };
         let started = std::time::Instant::now();
         let result = self.describe_statement(caller, statement, params, descriptor, span);
@@ -643,11 +657,9 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = caller(&request)?;
-        let settings = self
-            .sessions
-            .with(&caller.session_key, |s| s.settings.clone());
+        let settings = self.settings(&caller);
         let (dataset_schema, parameter_schema, first_plan) =
-            match self.plan(&caller, &query.query).await? {
+            match self.plan_with(&caller, &settings, &query.query).await? {
                 PlannedStatement::Query(q) => {
                     let params = q.parameter_schema().map_err(Error::from)?;
                     let params = if params.fields().is_empty() {

@@ -10,8 +10,9 @@
 //! a read across listeners is joined in ClickHouse ([`crate::federation`]) and left alone.
 //!
 //! [`EagerAggregateRule`] takes an aggregate whose input reaches one read of `streams`
-//! through inner joins (or outer, semi and anti joins that keep `streams`' rows), filters, and projections of
-//! plain columns, where `ts` and `ms_played` are used only by the aggregate. Its measures
+//! through inner joins (or outer, semi and anti joins that keep `streams`' rows), filters,
+//! and projections of plain columns, where `ts` and `ms_played` are used only by the
+//! aggregate. Its measures
 //! must merge exactly: `count(*)` (the partial counts, summed), `sum(ms_played)`,
 //! `min`/`max` of `ts`; aggregates that ignore duplicates (`min`, `max`, `DISTINCT`) of
 //! other columns are kept as they are. Anything else is left alone.
@@ -26,6 +27,8 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, lit};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
+use crate::federation::one_listener;
+use crate::rewrite::rewrite_nodes;
 use crate::rollups::streams_input;
 use crate::settings::RouteMode;
 use crate::streams::QueryScopeOption;
@@ -48,6 +51,8 @@ enum Merge {
 
 /// The read of `streams` the aggregate reaches, with its columns by role.
 struct Leaf {
+    /// The read itself: the scan of `streams` under its filters, projections and aliases.
+    plan: LogicalPlan,
     /// Columns kept as keys of the partial (`user_id`, `track_uri` under the query's names).
     keys: Vec<Column>,
     /// Columns only the aggregate may use (`ts`, `ms_played`, anything computed).
@@ -56,7 +61,7 @@ struct Leaf {
 
 fn leaf_of(plan: &LogicalPlan) -> Option<Leaf> {
     let input = streams_input(plan)?;
-    if !input.one_listener() {
+    if !one_listener(plan) {
         // Across listeners the whole plan runs in ClickHouse (the catalog joins go there
         // too), which joins and groups the raw rows in one pass; a partial below the join
         // only added a level there (3x slower for plays per genre in a year, measured).
@@ -77,7 +82,11 @@ fn leaf_of(plan: &LogicalPlan) -> Option<Leaf> {
             }
         }
     }
-    Some(Leaf { keys, measures })
+    Some(Leaf {
+        plan: plan.clone(),
+        keys,
+        measures,
+    })
 }
 
 fn reads_streams(plan: &LogicalPlan) -> bool {
@@ -126,11 +135,13 @@ fn find_leaf(plan: &LogicalPlan, joins: &mut usize) -> Option<Leaf> {
         }
         _ => return None,
     };
-    let reads_measure = plan
-        .expressions()
-        .iter()
-        .flat_map(columns_in)
-        .any(|c| leaf.measures.contains(&c) && !matches!(plan, LogicalPlan::Projection(_)));
+    // A projection passes measure columns up to the aggregate; nothing else may read them.
+    let reads_measure = !matches!(plan, LogicalPlan::Projection(_))
+        && plan
+            .expressions()
+            .iter()
+            .flat_map(columns_in)
+            .any(|c| leaf.measures.contains(&c));
     (!reads_measure).then_some(leaf)
 }
 
@@ -142,7 +153,7 @@ fn replace_leaf(
     leaf: &Leaf,
     added: &[Column],
 ) -> Result<LogicalPlan> {
-    if leaf_of(plan).is_some() {
+    if *plan == leaf.plan {
         return Ok(partial.clone());
     }
     let inputs = plan
@@ -222,11 +233,13 @@ impl EagerAggregateRule {
             }
             let arg = params.args.first();
             let leaf_column = |e: Option<&Expr>| match e {
-                Some(Expr::Column(c)) if leaf.measures.contains(c) || leaf.keys.contains(c) => {
-                    Some(c.clone())
-                }
-                _ => None,
+                Some(Expr::Column(c)) => leaf.measures.contains(c) || leaf.keys.contains(c),
+                _ => false,
             };
+            // Only a measure column is summed: a sum of a key would be multiplied by the
+            // rows the partial folds.
+            let measure_column =
+                |e: Option<&Expr>| matches!(e, Some(Expr::Column(c)) if leaf.measures.contains(c));
             let name = format!("sluice_eager_m{i}");
             let dup_free = params.distinct || matches!(func.name(), "min" | "max");
             let (partial, merge) = match (func.name(), params.args.len()) {
@@ -236,16 +249,16 @@ impl EagerAggregateRule {
                         (Some(count(lit(1i64))), Merge::Count)
                     }
                     // Every column of `streams` is non-null.
-                    _ if leaf_column(arg).is_some() => (Some(count(lit(1i64))), Merge::Count),
+                    _ if leaf_column(arg) => (Some(count(lit(1i64))), Merge::Count),
                     _ => return Ok(None),
                 },
-                ("sum", 1) if !params.distinct && leaf_column(arg).is_some() => {
+                ("sum", 1) if !params.distinct && measure_column(arg) => {
                     (Some(sum(arg.cloned().expect("one argument"))), Merge::Sum)
                 }
-                ("min", 1) if leaf_column(arg).is_some() => {
+                ("min", 1) if leaf_column(arg) => {
                     (Some(min(arg.cloned().expect("one argument"))), Merge::Min)
                 }
-                ("max", 1) if leaf_column(arg).is_some() => {
+                ("max", 1) if leaf_column(arg) => {
                     (Some(max(arg.cloned().expect("one argument"))), Merge::Max)
                 }
                 _ => return Ok(None),
@@ -255,20 +268,8 @@ impl EagerAggregateRule {
             }
             merges.push((merge, name, a));
         }
-        // Only `sum(ms_played)` merges by summing: a sum of anything else (a key) would be
-        // multiplied by the rows the partial folds.
-        for (merge, _, a) in &merges {
-            if matches!(merge, Merge::Sum)
-                && !columns_in(a).iter().all(|c| leaf.measures.contains(c))
-            {
-                return Ok(None);
-            }
-        }
 
-        let Some(leaf_plan) = leaf_plan(&agg.input) else {
-            return Ok(None);
-        };
-        let partial = LogicalPlanBuilder::from(leaf_plan)
+        let partial = LogicalPlanBuilder::from(leaf.plan.clone())
             .aggregate(partial_keys, partial_aggs)?
             .build()?;
         let added = partial
@@ -314,17 +315,6 @@ impl EagerAggregateRule {
     }
 }
 
-/// The leaf itself (the read of `streams` under the aggregate's input).
-fn leaf_plan(plan: &LogicalPlan) -> Option<LogicalPlan> {
-    if leaf_of(plan).is_some() {
-        return Some(plan.clone());
-    }
-    plan.inputs()
-        .into_iter()
-        .find(|i| reads_streams(i))
-        .and_then(leaf_plan)
-}
-
 impl OptimizerRule for EagerAggregateRule {
     fn name(&self) -> &str {
         "sluice_eager_aggregate"
@@ -344,14 +334,9 @@ impl OptimizerRule for EagerAggregateRule {
         if QueryScopeOption::of(config).is_none_or(|s| s.route == RouteMode::Raw) {
             return Ok(Transformed::no(plan));
         }
-        plan.transform_up_with_subqueries(|node| {
-            let LogicalPlan::Aggregate(agg) = &node else {
-                return Ok(Transformed::no(node));
-            };
-            match self.push(agg)? {
-                Some(plan) => Ok(Transformed::yes(plan)),
-                None => Ok(Transformed::no(node)),
-            }
+        rewrite_nodes(plan, |node| match node {
+            LogicalPlan::Aggregate(agg) => self.push(agg),
+            _ => Ok(None),
         })
     }
 }

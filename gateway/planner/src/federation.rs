@@ -110,7 +110,7 @@ fn all_remote(plan: &LogicalPlan) -> bool {
 }
 
 /// True if `plan` reads the rows of at most one listener.
-fn one_listener(plan: &LogicalPlan) -> bool {
+pub(crate) fn one_listener(plan: &LogicalPlan) -> bool {
     let mut filters = Vec::new();
     let _ = plan.apply(|node| {
         match node {

@@ -33,6 +33,7 @@ mod ingest;
 mod manifest;
 mod memory;
 mod placeholders;
+mod rewrite;
 mod rollups;
 mod scope;
 mod semi_join;

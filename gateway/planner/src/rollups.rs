@@ -36,6 +36,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sluice_catalog::{RollupDef, RollupGrain};
 use sluice_connector_api::{EventFilter, EventSource, TimeRange};
 
+use crate::rewrite::rewrite_nodes;
 use crate::settings::{Freshness, RouteMode};
 use crate::source_reads::CountedTable;
 use crate::streams::{
@@ -144,15 +145,6 @@ pub(crate) struct StreamsInput {
     predicates: Vec<Expr>,
     /// Maps a column of the aggregate's input (by flat name) to an expression of the scan.
     pub(crate) columns: HashMap<String, Expr>,
-}
-
-impl StreamsInput {
-    /// True if the filters read one listener's events only.
-    pub(crate) fn one_listener(&self) -> bool {
-        EventFilter::from_filters(&self.predicates)
-            .users
-            .is_some_and(|u| u.len() == 1)
-    }
 }
 
 pub(crate) fn streams_input(plan: &LogicalPlan) -> Option<StreamsInput> {
@@ -822,14 +814,9 @@ impl OptimizerRule for AggregateSplitRule {
         if scope.route == RouteMode::Raw {
             return Ok(Transformed::no(plan));
         }
-        plan.transform_up_with_subqueries(|node| {
-            let LogicalPlan::Aggregate(agg) = &node else {
-                return Ok(Transformed::no(node));
-            };
-            match self.split(&scope, agg)? {
-                Some(plan) => Ok(Transformed::yes(plan)),
-                None => Ok(Transformed::no(node)),
-            }
+        rewrite_nodes(plan, |node| match node {
+            LogicalPlan::Aggregate(agg) => self.split(&scope, agg),
+            _ => Ok(None),
         })
     }
 }

@@ -13,6 +13,7 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
+use crate::rewrite::rewrite_nodes;
 use crate::rollups::streams_keys_only;
 
 /// Reads the `streams` side of a semi or anti join as distinct rows, where it returns only
@@ -50,9 +51,9 @@ impl OptimizerRule for SemiJoinDistinctRule {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        plan.transform_up_with_subqueries(|node| {
-            let LogicalPlan::Join(join) = &node else {
-                return Ok(Transformed::no(node));
+        rewrite_nodes(plan, |node| {
+            let LogicalPlan::Join(join) = node else {
+                return Ok(None);
             };
             let (left, right) = match join.join_type {
                 JoinType::LeftSemi | JoinType::LeftAnti => (None, distinct(&join.right)?),
@@ -60,18 +61,16 @@ impl OptimizerRule for SemiJoinDistinctRule {
                 _ => (None, None),
             };
             if left.is_none() && right.is_none() {
-                return Ok(Transformed::no(node));
+                return Ok(None);
             }
-            let LogicalPlan::Join(mut join) = node else {
-                unreachable!("matched above")
-            };
+            let mut join = join.clone();
             if let Some(l) = left {
                 join.left = l;
             }
             if let Some(r) = right {
                 join.right = r;
             }
-            Ok(Transformed::yes(LogicalPlan::Join(join)))
+            Ok(Some(LogicalPlan::Join(join)))
         })
     }
 }

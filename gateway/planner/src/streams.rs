@@ -28,6 +28,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use sluice_catalog::TIME_ZONE;
 use sluice_connector_api::{EventFilter, EventSource, TimeRange};
 
+use crate::rewrite::rewrite_nodes;
 use crate::rollups::RollupChoice;
 use crate::settings::{Freshness, RouteMode};
 use crate::source_reads::CountedTable;
@@ -352,17 +353,17 @@ impl OptimizerRule for StreamsSplitRule {
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
         let scope = QueryScopeOption::of(config);
-        plan.transform_up_with_subqueries(|node| {
-            let LogicalPlan::TableScan(scan) = &node else {
-                return Ok(Transformed::no(node));
+        rewrite_nodes(plan, |node| {
+            let LogicalPlan::TableScan(scan) = node else {
+                return Ok(None);
             };
             let Some((cold, hot)) = streams_branches(scan) else {
-                return Ok(Transformed::no(node));
+                return Ok(None);
             };
             let Some(scope) = &scope else {
                 return internal_err!("streams planned outside a Sluice query (no watermark)");
             };
-            Ok(Transformed::yes(self.split(scope, scan, &cold, &hot)?))
+            self.split(scope, scan, &cold, &hot).map(Some)
         })
     }
 }

@@ -13,53 +13,51 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, Result};
+use datafusion::common::{Column, DFSchema, Result, plan_err};
 use datafusion::logical_expr::{Expr, LogicalPlan, Sort, SortExpr, SubqueryAlias, Union};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use crate::rewrite::rewrite_nodes;
 
 /// Puts a copy of a top-k sort (a `Sort` with a fetch) on every input of the union below it.
 #[derive(Debug, Default)]
 pub(crate) struct TopKSplitRule;
 
-/// `e` with each column of `plan`'s output replaced by what `plan` computes it from (`plan`
-/// is a projection of columns or an alias); `None` if a column is computed otherwise.
-fn through(e: &Expr, plan: &LogicalPlan) -> Option<Expr> {
-    let schema = plan.schema();
-    let mapped = e
-        .clone()
-        .transform(|n| {
-            let Expr::Column(c) = &n else {
-                return Ok(Transformed::no(n));
-            };
-            let i = schema.index_of_column(c)?;
-            let below = match plan {
-                LogicalPlan::Projection(p) => p.expr[i].clone().unalias_nested().data,
-                LogicalPlan::SubqueryAlias(a) => {
-                    Expr::Column(Column::from(a.input.schema().qualified_field(i)))
-                }
-                LogicalPlan::Union(_) => unreachable!("a union is mapped per input"),
-                _ => return datafusion::common::plan_err!("not a renaming"),
-            };
-            Ok(Transformed::yes(below))
-        })
-        .ok()?
-        .data;
-    Some(mapped)
-}
-
-/// `e` over the union's output, written over input `input` (same columns by position).
-fn into_input(e: &Expr, union: &Union, input: &LogicalPlan) -> Result<Expr> {
+/// `e` with each column of `schema` replaced by `below(i)`, `i` its position; `None` if a
+/// column is not in `schema` or `below` has nothing for it.
+fn by_position(e: &Expr, schema: &DFSchema, below: impl Fn(usize) -> Option<Expr>) -> Option<Expr> {
     e.clone()
         .transform(|n| {
             let Expr::Column(c) = &n else {
                 return Ok(Transformed::no(n));
             };
-            let i = union.schema.index_of_column(c)?;
-            Ok(Transformed::yes(Expr::Column(Column::from(
-                input.schema().qualified_field(i),
-            ))))
+            match below(schema.index_of_column(c)?) {
+                Some(b) => Ok(Transformed::yes(b)),
+                None => plan_err!("{c} is not a renamed column"),
+            }
         })
+        .ok()
         .map(|t| t.data)
+}
+
+/// `e` over `plan`'s output (a projection of columns, or an alias) written over its input.
+fn through(e: &Expr, plan: &LogicalPlan) -> Option<Expr> {
+    by_position(e, plan.schema(), |i| match plan {
+        LogicalPlan::Projection(p) => Some(p.expr[i].clone().unalias_nested().data),
+        LogicalPlan::SubqueryAlias(a) => Some(Expr::Column(Column::from(
+            a.input.schema().qualified_field(i),
+        ))),
+        _ => None,
+    })
+}
+
+/// `e` over the union's output, written over input `input` (same columns by position).
+fn into_input(e: &Expr, union: &Union, input: &LogicalPlan) -> Option<Expr> {
+    by_position(e, &union.schema, |i| {
+        Some(Expr::Column(Column::from(
+            input.schema().qualified_field(i),
+        )))
+    })
 }
 
 fn only_renames(plan: &LogicalPlan) -> bool {
@@ -148,17 +146,17 @@ impl TopKSplitRule {
         let mut changed = false;
         let mut inputs = Vec::with_capacity(union.inputs.len());
         for input in &union.inputs {
-            let expr = sort
+            let Some(expr) = sort
                 .expr
                 .iter()
                 .zip(&keys)
                 .map(|(s, key)| {
-                    Ok(SortExpr {
-                        expr: into_input(key, union, input)?,
-                        ..s.clone()
-                    })
+                    into_input(key, union, input).map(|expr| SortExpr { expr, ..s.clone() })
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Option<Vec<_>>>()
+            else {
+                return Ok(None);
+            };
             match with_top_k(input, expr, k)? {
                 Some(sorted) => {
                     changed = true;
@@ -199,14 +197,9 @@ impl OptimizerRule for TopKSplitRule {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        plan.transform_up_with_subqueries(|node| {
-            let LogicalPlan::Sort(sort) = &node else {
-                return Ok(Transformed::no(node));
-            };
-            match self.split(sort)? {
-                Some(plan) => Ok(Transformed::yes(plan)),
-                None => Ok(Transformed::no(node)),
-            }
+        rewrite_nodes(plan, |node| match node {
+            LogicalPlan::Sort(sort) => self.split(sort),
+            _ => Ok(None),
         })
     }
 }
