@@ -362,6 +362,72 @@ def latency(args, gw, ch, r, duck, contexts, analyst_ctx):
     return {"questions": out, "mismatches": mismatches}
 
 
+def profile(args, gw, ch, contexts, analyst_ctx):
+    """A few questions asked back to back by one client, for a profiler to watch."""
+    keys = args.profile.split(",")
+    questions = [q for q in Q.QUESTIONS if q.key in keys]
+    for sql in args.profile_sql or []:  # ad-hoc statements, asked by each sampled listener
+        questions.append(Q.Question(f"sql{len(questions)}", sql, False, False, False,
+                                    lambda c, sql=sql: sql, None, None))
+    if len(questions) != len(keys) + len(args.profile_sql or []):
+        raise SystemExit(f"--profile: known questions are {[q.key for q in Q.QUESTIONS]}")
+    conns = {c.user: gw.connect(c.user, "auto") for c in contexts}
+    conns["analyst"] = gw.connect("analyst", "auto")
+    cases = [(q, analyst_ctx if q.analyst else c) for q in questions for c in contexts]
+    for q, c in cases:  # warm up: connections, plans, ClickHouse's caches
+        query_arrow(conns[c.user], q.sluice(c))
+    for q in questions:
+        c = analyst_ctx if q.analyst else contexts[0]
+        plan = query_arrow(conns[c.user], "EXPLAIN " + q.sluice(c)).to_pydict()
+        for kind, text in zip(*plan.values()):
+            if kind == "physical_plan":
+                log(f"profile: {q.key}: physical plan\n{text}")
+                # What ClickHouse alone takes for the SQL Sluice sends it (kept-alive HTTP).
+                for line in text.splitlines():
+                    if "VirtualExecutionPlan" not in line:
+                        continue
+                    sql = re.split(r" (?:base_sql|rewritten_\w+)=", line)[-1].strip()
+                    path = "/?" + urllib.parse.urlencode({
+                        "database": "sluice", "join_use_nulls": 1,
+                        "enable_optimize_predicate_expression": 1})
+                    t = []
+                    for _ in range(30):
+                        t0 = time.perf_counter()
+                        ch.post(path, (sql + " FORMAT Native").encode()).read()
+                        t.append((time.perf_counter() - t0) * 1e3)
+                    log(f"profile: {q.key}: ClickHouse alone p50 {statistics.median(t):.2f} ms "
+                        f"for {sql[:300]}")
+    recorder = None
+    if args.perf:
+        recorder = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(gw.proc.pid),
+                                     "-o", str(args.perf)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    times = {q.key: [] for q in questions}
+    execute = {q.key: [] for q in questions}
+    cpu0, stop_at, i = gw.stats.cpu(), time.perf_counter() + args.profile_seconds, 0
+    while time.perf_counter() < stop_at:
+        q, c = cases[i % len(cases)]
+        i += 1
+        t0 = time.perf_counter()
+        with conns[c.user].cursor() as cur:
+            cur.execute(q.sluice(c))  # prepare (plans) and GetFlightInfo
+            t1 = time.perf_counter()
+            cur.fetch_arrow_table()  # DoGet: runs the plan
+        times[q.key].append((time.perf_counter() - t0) * 1e3)
+        execute[q.key].append((t1 - t0) * 1e3)
+    cpu_ms = (gw.stats.cpu() - cpu0) * 1e3 / max(i, 1)
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait()
+    for key, t in times.items():
+        log(f"profile: {key}: p50 {statistics.median(t):.2f} ms over {len(t)} queries "
+            f"(of which execute, until FlightInfo: {statistics.median(execute[key]):.2f} ms)")
+    log(f"profile: gateway CPU {cpu_ms:.2f} ms per query")
+    for conn in conns.values():
+        conn.close()
+
+
 def floor(args, gw, floor_gw):
     """`SELECT 1` through Sluice and through the trivial server, a new cursor per query."""
     log(f"floor: SELECT 1 x {args.floor_runs} on each server")
@@ -501,6 +567,14 @@ def main():
     ap.add_argument("--alloc-seconds", type=float, default=120)
     ap.add_argument("--bulk-listeners", type=int, default=20)
     ap.add_argument("--bulk-passes", type=int, default=3)
+    ap.add_argument("--profile", metavar="KEY[,KEY...]",
+                    help="instead of the benchmark: ask these questions (on auto, one client, "
+                    "the sampled listeners in turn) for --profile-seconds and print latency and "
+                    "gateway CPU per query; with --perf FILE, record the gateway with perf")
+    ap.add_argument("--profile-seconds", type=float, default=20)
+    ap.add_argument("--profile-sql", action="append", metavar="SQL",
+                    help="with --profile: also this statement, asked by each sampled listener")
+    ap.add_argument("--perf", type=Path, help="perf.data to write during --profile")
     args = ap.parse_args()
     if args.quick:
         args.users, args.years, args.artists, args.listeners = 6, 2, 100, 2
@@ -545,6 +619,9 @@ def main():
             r = redis.Redis(host="127.0.0.1", port=redis_port)
 
             gw = start_sluice(args.sluice, config, data, tmp, "sluice")
+            if args.profile:
+                profile(args, gw, ch, contexts, analyst_ctx)
+                return
             floor_gw = Gateway([args.floor, "127.0.0.1:0"], tmp / "floor.log")
             sampler = Sampler(gw.stats)
             sampler.start()

@@ -12,6 +12,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tracing::{debug, warn};
 
 use crate::arrow::BlockDecoder;
@@ -71,7 +73,7 @@ impl ClickHouseClient {
     /// need not exist yet (`sluice clickhouse init` creates it).
     pub async fn connect(config: ClickHouseConfig) -> Result<Self> {
         let endpoint: Arc<str> = config.endpoint().into();
-        let mut client = clickhouse::Client::default()
+        let mut client = http_client()
             .with_url(config.url.trim_end_matches('/'))
             .with_user(&config.user)
             // The crate's row-type checks need formats 18.16 lacks; Sluice checks types itself.
@@ -269,6 +271,21 @@ impl ClickHouseClient {
             .with_setting("query_id", query_id)
             .fetch_native()
     }
+}
+
+/// A client over the crate's default HTTP settings plus `TCP_NODELAY`. With Nagle's
+/// algorithm on, a request's body waits for the server to acknowledge its headers, which
+/// ClickHouse delays: 4 ms per query on loopback (a count over cold events took 14.2 ms
+/// through Sluice against 3.6 ms for the same SQL from Python's HTTP client).
+fn http_client() -> clickhouse::Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        // Below ClickHouse's own keep-alive timeout (3 s), as the crate does.
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build(connector);
+    clickhouse::Client::with_http_client(http)
 }
 
 struct State {
