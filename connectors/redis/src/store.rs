@@ -11,6 +11,7 @@ use datafusion::catalog::TableProvider;
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use sluice_connector_api::{EventFilter, EventSource, StreamsBatchBuilder, Watermark};
 use tracing::warn;
@@ -120,7 +121,11 @@ impl RedisHotStore {
                     if let Some(password) = &config.password {
                         settings = settings.set_password(password);
                     }
-                    info = info.set_redis_settings(settings);
+                    // Small request after small request: without TCP_NODELAY one can wait
+                    // for the server's delayed ACK of the last (as ClickHouse reads did).
+                    info = info
+                        .set_redis_settings(settings)
+                        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
                     let client = redis::Client::open(info).map_err(redis_err("open"))?;
                     let conn = client
                         .get_connection_manager()
@@ -130,6 +135,7 @@ impl RedisHotStore {
                 }
                 Target::Cluster(nodes) => {
                     let mut builder = redis::cluster::ClusterClient::builder(nodes.to_vec())
+                        .tcp_settings(TcpSettings::default().set_nodelay(true))
                         .connection_timeout(config.connect_timeout())
                         .response_timeout(config.command_timeout());
                     if let Some(user) = &config.username {
