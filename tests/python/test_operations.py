@@ -97,6 +97,42 @@ def test_metrics_count_queries_sources_and_rollups(metered, duck):
     assert len(hot) == expected[0]
 
 
+def test_a_statement_asked_again_reuses_its_routed_plan(metered):
+    server = metered
+    sql = ("SELECT track_uri, count(*) AS n FROM streams WHERE ts >= TIMESTAMP '2020-01-01' "
+           "AND ts < TIMESTAMP '2021-01-01' GROUP BY track_uri ORDER BY n DESC, track_uri LIMIT 5")
+    clock = "SELECT count(*) FROM streams WHERE ts >= now() - INTERVAL '400' DAY"
+    conn = connect(server, ME)
+    seen = []
+
+    def planned(run):
+        """(misses, hits) of the plan cache while `run` runs, and what it returned."""
+        before = server.metrics()
+        out = run()
+        after = server.metrics()
+        counts = tuple(sample(after, "sluice_plan_cache_total", outcome=o)
+                       - sample(before, "sluice_plan_cache_total", outcome=o)
+                       for o in ("miss", "hit"))
+        seen.append(out)
+        return counts
+
+    try:
+        # Planned once (CreatePreparedStatement; its GetFlightInfo takes that plan), then
+        # reused by each query after it.
+        assert planned(lambda: sluice_rows(conn, sql)) == (1, 0)
+        assert planned(lambda: [sluice_rows(conn, sql) for _ in range(2)]) == (0, 2)
+        # now() is folded when planned: planned every time.
+        assert planned(lambda: [sluice_rows(conn, clock) for _ in range(2)]) == (2, 0)
+        with conn.cursor() as cur:
+            cur.execute("SET sluice.route = 'raw'")
+        # Other settings, another plan (here: raw events, no rollup).
+        assert planned(lambda: sluice_rows(conn, sql)) == (1, 0)
+    finally:
+        conn.close()
+    first, again, _, raw = seen
+    assert first and again == [first, first] and raw == first
+
+
 def test_health_endpoints(metered):
     assert get(base(metered) + "/healthz") == (200, "ok\n")
     assert get(base(metered) + "/readyz") == (200, "ready\n")

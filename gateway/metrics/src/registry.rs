@@ -81,6 +81,16 @@ pub static ROLLUP_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Statements planned by `outcome`: `hit` (a kept routed plan reused, no planning) or
+/// `miss` (planned; kept for next time when it may be reused).
+pub static PLAN_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sluice_plan_cache_total",
+        "Statements that reused a kept routed plan (hit) or were planned (miss)",
+        &["outcome"],
+    )
+});
+
 /// Queries by `outcome` (`ok`, `failed`, `refused`, `cancelled`, `timeout`,
 /// `too_many_rows`, `client_gone`, `busy`) and `route` (the branches read: `hot`, `cold`,
 /// `rollup`, joined by `+`; `none` when nothing of `streams` was read or the query did not
@@ -166,6 +176,7 @@ pub fn render() -> String {
     LazyLock::force(&SOURCE_BYTES);
     LazyLock::force(&SOURCE_SECONDS);
     LazyLock::force(&ROLLUP_READS);
+    LazyLock::force(&PLAN_CACHE);
     LazyLock::force(&QUERIES);
     LazyLock::force(&QUERY_SECONDS);
     LazyLock::force(&ACTIVE_QUERIES);

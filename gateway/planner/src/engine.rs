@@ -32,6 +32,7 @@ use crate::ingest::{EventIngest, IngestTarget};
 use crate::manifest::Manifest;
 use crate::memory::MemoryBudget;
 use crate::placeholders::number_question_marks;
+use crate::plan_cache::{DEFAULT_PLAN_CACHE_ENTRIES, PlanCache, PlanKey, RoutedPlan, reusable};
 use crate::rollups::{AggregateSplitRule, AvailableRollup};
 use crate::scope::ListenerScopeRule;
 use crate::semi_join::SemiJoinDistinctRule;
@@ -50,6 +51,8 @@ pub struct QueryEngine {
     executor: Option<QueryExecutor>,
     /// The operator memory all queries share.
     memory: Arc<MemoryBudget>,
+    /// Routed plans of statements that may come again.
+    pub(crate) plans: Arc<PlanCache>,
 }
 
 /// Where a query's memory pool comes from: the process's budget, for one principal.
@@ -78,10 +81,12 @@ pub struct Query {
     plan: LogicalPlan,
     scope: Arc<QueryScope>,
     /// Whether `plan` has been through the optimizer (routes and rollups chosen).
-    optimized: bool,
+    pub(crate) optimized: bool,
     /// The statement as the client sent it (for the audit log).
     sql: Arc<str>,
     executor: Option<QueryExecutor>,
+    /// Where to keep the routed plan once optimized, if it may be reused.
+    keep_as: Option<(Arc<PlanCache>, PlanKey)>,
 }
 
 fn internal(e: datafusion::error::DataFusionError) -> Error {
@@ -167,6 +172,7 @@ impl QueryEngine {
             watermark: sources.watermark,
             executor: None,
             memory: MemoryBudget::new(None),
+            plans: Arc::new(PlanCache::new(DEFAULT_PLAN_CACHE_ENTRIES)),
         })
     }
 
@@ -179,6 +185,12 @@ impl QueryEngine {
     /// Holds the operator memory of all queries together to `budget`.
     pub fn with_memory_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
         self.memory = budget;
+        self
+    }
+
+    /// Keeps at most `entries` routed plans for statements that come again (0: none).
+    pub fn with_plan_cache(mut self, entries: usize) -> Self {
+        self.plans = Arc::new(PlanCache::new(entries));
         self
     }
 
@@ -228,6 +240,30 @@ impl QueryEngine {
             // between threads to no gain; the hot and cold reads still run side by side.
             state.config_mut().options_mut().execution.target_partitions = 1;
         }
+        // Read before parsing, so that a statement planned before at this W skips planning.
+        // A failed read only matters to a query: it is reported below, after parsing.
+        let watermark = self.watermark.current_ms().await;
+        let key = watermark.as_ref().ok().map(|&watermark_ms| PlanKey {
+            sql: original_sql.to_string(),
+            settings: settings.clone(),
+            principal: principal.name().to_string(),
+            scope: principal.scope().map(str::to_string),
+            watermark_ms,
+        });
+        if let Some(key) = &key
+            && let Some(routed) = self.plans.get(key)
+        {
+            let scope = QueryScope {
+                watermark_ms: key.watermark_ms,
+                route: settings.route(),
+                freshness: settings.freshness(),
+                routes: Mutex::new(routed.routes),
+                rollups: Mutex::new(routed.rollups),
+            };
+            let mut query = self.query(state, pool, routed.plan, scope, original_sql, None);
+            query.optimized = true;
+            return Ok(PlannedStatement::Query(Box::new(query)));
+        }
         let sql = number_question_marks(sql).map_err(Error::Plan)?;
         let plan = state.create_logical_plan(&sql).await.map_err(Error::Plan)?;
         match &plan {
@@ -275,29 +311,53 @@ impl QueryEngine {
             }
             _ => {}
         }
-        let watermark_ms = self.watermark.current_ms().await.map_err(Error::Execute)?;
-        let scope = Arc::new(QueryScope {
+        let watermark_ms = watermark.map_err(Error::Execute)?;
+        let scope = QueryScope {
             watermark_ms,
             route: settings.route(),
             freshness: settings.freshness(),
             routes: Mutex::new(Vec::new()),
             rollups: Mutex::new(Vec::new()),
-        });
+        };
+        let keep_as = key
+            .filter(|_| reusable(&plan))
+            .map(|key| (Arc::clone(&self.plans), key));
+        Ok(PlannedStatement::Query(Box::new(self.query(
+            state,
+            pool,
+            plan,
+            scope,
+            original_sql,
+            keep_as,
+        ))))
+    }
+
+    fn query(
+        &self,
+        mut state: SessionState,
+        pool: QueryPool,
+        plan: LogicalPlan,
+        scope: QueryScope,
+        sql: Arc<str>,
+        keep_as: Option<(Arc<PlanCache>, PlanKey)>,
+    ) -> Query {
+        let scope = Arc::new(scope);
         // The split of `streams` reads this query's W from its options.
         state
             .config_mut()
             .options_mut()
             .extensions
             .insert(QueryScopeOption(Arc::clone(&scope)));
-        Ok(PlannedStatement::Query(Box::new(Query {
+        Query {
             state,
             pool,
             plan,
             scope,
             optimized: false,
-            sql: original_sql,
+            sql,
             executor: self.executor.clone(),
-        })))
+            keep_as,
+        }
     }
 }
 
@@ -371,6 +431,16 @@ impl Query {
         self.state.mark_start_execution();
         self.plan = self.state.optimize(&self.plan).map_err(Error::Plan)?;
         self.optimized = true;
+        if let Some((plans, key)) = self.keep_as.take() {
+            plans.insert(
+                key,
+                RoutedPlan {
+                    plan: self.plan.clone(),
+                    routes: self.scope.routes.lock().expect("routes lock").clone(),
+                    rollups: self.scope.rollups.lock().expect("rollups lock").clone(),
+                },
+            );
+        }
         Ok(())
     }
 

@@ -70,7 +70,7 @@ const ROUTE: &str = "sluice.route";
 const FRESHNESS: &str = "sluice.freshness";
 
 /// The settings one session has changed, applied to every query it runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SessionSettings {
     values: BTreeMap<String, String>,
 }

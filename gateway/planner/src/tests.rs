@@ -483,3 +483,104 @@ mod rollups {
         assert!(logical >= 3, "{plan}");
     }
 }
+
+mod plan_reuse {
+    //! A routed plan kept for a statement that comes again: reused only for the same
+    //! principal, settings and `W`, never for statements whose plan depends on the clock.
+
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use async_trait::async_trait;
+    use sluice_connector_api::Watermark;
+
+    use super::*;
+
+    /// A watermark a test moves, as a load does.
+    #[derive(Debug)]
+    struct MovingWatermark(AtomicI64);
+
+    #[async_trait]
+    impl Watermark for MovingWatermark {
+        async fn current_ms(&self) -> datafusion::error::Result<i64> {
+            Ok(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    /// The same events as [`super::engine`], all in one store serving both branches, so
+    /// any `W` splits them exactly once.
+    fn engine(w: Arc<MovingWatermark>) -> QueryEngine {
+        let store = Arc::new(MemoryHotStore::new());
+        store
+            .append(&events(&[
+                ("a", "t1", 10),
+                ("a", "t2", W - 1),
+                ("b", "t1", 20),
+                ("a", "t3", W),
+                ("a", "t9", W + 5),
+                ("b", "t2", W + 7),
+            ]))
+            .unwrap();
+        QueryEngine::new(Sources {
+            hot: Arc::clone(&store) as Arc<dyn sluice_connector_api::EventSource>,
+            cold: store,
+            watermark: w,
+            entities: vec![],
+            remote_entities: vec![],
+            rollups: vec![],
+        })
+        .unwrap()
+    }
+
+    async fn plan(e: &QueryEngine, who: &Principal, sql: &str) -> crate::Query {
+        match e.plan(who, &SessionSettings::default(), sql).await.unwrap() {
+            PlannedStatement::Query(q) => *q,
+            PlannedStatement::Set { .. } => panic!("not a query: {sql}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_statement_planned_again_reuses_its_routed_plan() {
+        let w = Arc::new(MovingWatermark(AtomicI64::new(W)));
+        let e = engine(Arc::clone(&w));
+        let a = Principal::new("a", Role::Listener, Some("a"));
+        let b = Principal::new("b", Role::Listener, Some("b"));
+        let sql = "SELECT count(*) AS n FROM streams";
+
+        let first = plan(&e, &a, sql).await;
+        assert!(!first.optimized);
+        let (first_out, first_routes) = run(&e, &a, sql).await;
+        assert_eq!(e.plans.len(), 1);
+        let again = plan(&e, &a, sql).await;
+        assert!(again.optimized, "the second time, the kept plan");
+        assert_eq!(again.manifest().reads.len(), first_routes.len());
+        assert_eq!(run(&e, &a, sql).await, (first_out.clone(), first_routes));
+        assert!(first_out.contains("| 4 |"), "{first_out}");
+
+        // Another listener: its own plan, its own rows.
+        let (out, _) = run(&e, &b, sql).await;
+        assert!(out.contains("| 2 |"), "{out}");
+        assert_eq!(e.plans.len(), 2);
+
+        // W moves: planned again, split at the new W.
+        w.0.store(W + 6, Ordering::SeqCst);
+        assert!(!plan(&e, &a, sql).await.optimized);
+        let (out, _) = run(&e, &a, sql).await;
+        assert_eq!(out, first_out, "the same events, split elsewhere");
+        assert_eq!(e.plans.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn statements_on_the_clock_are_planned_every_time() {
+        let e = engine(Arc::new(MovingWatermark(AtomicI64::new(W))));
+        let a = Principal::new("a", Role::Listener, Some("a"));
+        for sql in [
+            "SELECT count(*) FROM streams WHERE ts < now()",
+            "SELECT count(*) FROM streams WHERE ts < current_date",
+            "SELECT count(*) FROM streams WHERE ts < (SELECT now())",
+        ] {
+            run(&e, &a, sql).await;
+            assert!(!plan(&e, &a, sql).await.optimized, "{sql}");
+        }
+        assert_eq!(e.plans.len(), 0);
+    }
+}

@@ -65,6 +65,10 @@ pub(crate) struct ServerSection {
     /// a query that would go past it fails with RESOURCE_EXHAUSTED. 0 = no limit.
     #[serde(default = "default_memory_pool")]
     pub(crate) memory_pool_mb: u64,
+    /// Routed plans kept for statements that come again (same SQL, principal, settings
+    /// and `W`), so they skip planning. 0 = plan every statement.
+    #[serde(default = "default_plan_cache_entries")]
+    pub(crate) plan_cache_entries: usize,
 }
 
 impl Default for ServerSection {
@@ -73,6 +77,7 @@ impl Default for ServerSection {
             shutdown_grace_secs: default_shutdown_grace(),
             max_active_queries: default_max_active(),
             memory_pool_mb: default_memory_pool(),
+            plan_cache_entries: default_plan_cache_entries(),
         }
     }
 }
@@ -87,6 +92,10 @@ fn default_max_active() -> u32 {
 
 fn default_memory_pool() -> u64 {
     4096
+}
+
+fn default_plan_cache_entries() -> usize {
+    256
 }
 
 /// `[telemetry]`: traces of each query's phases, exported over OTLP/HTTP.

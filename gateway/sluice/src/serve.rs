@@ -168,6 +168,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     };
     let admission = Admission::new(server.max_active_queries);
     let memory = MemoryBudget::new(mib(server.memory_pool_mb));
+    let plan_cache_entries = server.plan_cache_entries;
 
     let redis = file.redis;
     let clickhouse = file.clickhouse;
@@ -187,7 +188,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         let engine = Arc::new(
             QueryEngine::new(sources)?
                 .with_executor(executor)
-                .with_memory_budget(memory),
+                .with_memory_budget(memory)
+                .with_plan_cache(plan_cache_entries),
         );
         let service =
             SluiceFlightService::new(engine, Arc::new(auth), audit, Arc::clone(&admission));
@@ -296,6 +298,7 @@ fn effective(
          server.shutdown_grace_secs = {}\n\
          server.max_active_queries = {}\n\
          server.memory_pool_mb = {}\n\
+         server.plan_cache_entries = {}\n\
          limits.max_concurrent_queries = {}\n\
          limits.query_timeout_secs = {}\n\
          limits.query_memory_mb = {}\n\
@@ -306,6 +309,7 @@ fn effective(
         file.server.shutdown_grace_secs,
         file.server.max_active_queries,
         file.server.memory_pool_mb,
+        file.server.plan_cache_entries,
         limits.max_concurrent_queries,
         or_none(limits.query_timeout.map(|d| d.as_secs().to_string())),
         or_none(
