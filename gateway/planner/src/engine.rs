@@ -26,7 +26,7 @@ use tracing::debug;
 use crate::eager_aggregate::EagerAggregateRule;
 use crate::error::{Error, Result};
 use crate::executor::QueryExecutor;
-use crate::federation::{CatalogTable, SluiceQueryPlanner};
+use crate::federation::{self, CatalogTable, SluiceQueryPlanner};
 use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
 use crate::ingest::{EventIngest, IngestTarget};
 use crate::manifest::Manifest;
@@ -79,6 +79,9 @@ pub struct Query {
     /// Whose memory pool its operators draw from, and its limit.
     pool: QueryPool,
     plan: LogicalPlan,
+    /// `plan` federated once optimized; `None` for EXPLAIN, which DataFusion plans through
+    /// the query planner.
+    federated: Option<LogicalPlan>,
     scope: Arc<QueryScope>,
     /// Whether `plan` has been through the optimizer (routes and rollups chosen).
     pub(crate) optimized: bool,
@@ -261,6 +264,7 @@ impl QueryEngine {
                 rollups: Mutex::new(routed.rollups),
             };
             let mut query = self.query(state, pool, routed.plan, scope, original_sql, None);
+            query.federated = routed.federated;
             query.optimized = true;
             return Ok(PlannedStatement::Query(Box::new(query)));
         }
@@ -352,6 +356,7 @@ impl QueryEngine {
             state,
             pool,
             plan,
+            federated: None,
             scope,
             optimized: false,
             sql,
@@ -430,12 +435,17 @@ impl Query {
         // Fixes now() and friends for the whole query.
         self.state.mark_start_execution();
         self.plan = self.state.optimize(&self.plan).map_err(Error::Plan)?;
+        if !matches!(self.plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+            self.federated =
+                Some(federation::federate(&self.plan, &self.state).map_err(Error::Plan)?);
+        }
         self.optimized = true;
         if let Some((plans, key)) = self.keep_as.take() {
             plans.insert(
                 key,
                 RoutedPlan {
                     plan: self.plan.clone(),
+                    federated: self.federated.clone(),
                     routes: self.scope.routes.lock().expect("routes lock").clone(),
                     rollups: self.scope.rollups.lock().expect("rollups lock").clone(),
                 },
@@ -460,12 +470,16 @@ impl Query {
     /// `EXPLAIN` gains a `sluice_route` row: the route in words ([`Manifest::describe`]).
     pub async fn execute(mut self) -> Result<(SendableRecordBatchStream, Manifest)> {
         self.optimize()?;
-        let physical = self
-            .state
-            .query_planner()
-            .create_physical_plan(&self.plan, &self.state)
-            .await
-            .map_err(Error::Plan)?;
+        let physical = match &self.federated {
+            Some(federated) => federation::physical_plan(federated, &self.state).await,
+            None => {
+                self.state
+                    .query_planner()
+                    .create_physical_plan(&self.plan, &self.state)
+                    .await
+            }
+        }
+        .map_err(Error::Plan)?;
         debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
         let manifest = self.manifest();
         let route = matches!(self.plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))

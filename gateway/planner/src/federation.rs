@@ -204,12 +204,26 @@ impl QueryPlanner for SluiceQueryPlanner {
             .as_any()
             .downcast_ref::<SessionState>()
             .ok_or_else(|| internal_datafusion_err!("planning outside a SessionState"))?;
-        let placed = place_catalog_joins(logical_plan.clone())?;
-        let federated = FederationOptimizerRule::new().rewrite(placed, state)?.data;
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(CountedFederatedPlanner)])
-            .create_physical_plan(&federated, session_state)
-            .await
+        physical_plan(&federate(logical_plan, state)?, state).await
     }
+}
+
+/// Catalog joins placed, then the parts of the plan a remote engine runs replaced by
+/// federated nodes (the SQL it is sent). Depends on the routed plan alone, so a kept plan
+/// keeps this too.
+pub(crate) fn federate(plan: &LogicalPlan, state: &SessionState) -> Result<LogicalPlan> {
+    let placed = place_catalog_joins(plan.clone())?;
+    Ok(FederationOptimizerRule::new().rewrite(placed, state)?.data)
+}
+
+/// The physical plan of a [`federate`]d plan.
+pub(crate) async fn physical_plan(
+    federated: &LogicalPlan,
+    state: &SessionState,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(CountedFederatedPlanner)])
+        .create_physical_plan(federated, state)
+        .await
 }
 
 /// datafusion-federation's planner for federated nodes, with each remote read counted like

@@ -40,6 +40,8 @@ pub(crate) struct PlanKey {
 #[derive(Debug, Clone)]
 pub(crate) struct RoutedPlan {
     pub(crate) plan: LogicalPlan,
+    /// `plan` federated (remote parts as SQL), if it runs outside EXPLAIN.
+    pub(crate) federated: Option<LogicalPlan>,
     pub(crate) routes: Vec<Route>,
     pub(crate) rollups: Vec<RollupChoice>,
 }
@@ -190,6 +192,7 @@ mod tests {
     async fn the_least_recently_used_plan_goes_first() {
         let plan = RoutedPlan {
             plan: logical("SELECT 1").await,
+            federated: None,
             routes: vec![],
             rollups: vec![],
         };
