@@ -279,7 +279,25 @@ def load(args, tmp, data, clickhouse, redis_port, w, duck, results):
     results["setup"]["events"] = events
     log(f"loaded in {results['setup']['load_s']:.0f} s; direct tables "
         f"({events:,} events) in {results['setup']['direct_tables_s']:.0f} s")
+    merges, waited = settle(ch)
+    results["setup"]["merges_after_load"] = merges
+    results["setup"]["merge_wait_s"] = waited
+    log(f"ClickHouse: {merges} merges running after the load; settled in {waited:.0f} s")
     return config
+
+
+def settle(ch, limit_s=600):
+    """Waits until ClickHouse runs no merges: a load leaves many parts, and merging them
+    would share the cores with the timed phases. Returns the merges seen first and the wait."""
+    t = time.perf_counter()
+    first = None
+    while time.perf_counter() - t < limit_s:
+        [[running]] = ch.rows("SELECT count() FROM system.merges")
+        first = running if first is None else first
+        if running == 0:
+            break
+        time.sleep(1)
+    return first, time.perf_counter() - t
 
 
 def start_sluice(binary, config, data, tmp, name):
