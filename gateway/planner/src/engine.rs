@@ -33,11 +33,11 @@ use crate::manifest::Manifest;
 use crate::memory::MemoryBudget;
 use crate::placeholders::number_question_marks;
 use crate::plan_cache::{DEFAULT_PLAN_CACHE_ENTRIES, PlanCache, PlanKey, RoutedPlan, reusable};
-use crate::rollups::{AggregateSplitRule, AvailableRollup};
+use crate::rollups::{AggregateSplitRule, AvailableRollup, RollupChoice};
 use crate::scope::ListenerScopeRule;
 use crate::semi_join::SemiJoinDistinctRule;
 use crate::settings::SessionSettings;
-use crate::streams::{QueryScope, QueryScopeOption, StreamsSplitRule, StreamsTable};
+use crate::streams::{QueryScope, QueryScopeOption, Route, StreamsSplitRule, StreamsTable};
 use crate::topk::TopKSplitRule;
 
 /// Plans SQL against the sources. One per process, shared by every session.
@@ -256,17 +256,16 @@ impl QueryEngine {
         if let Some(key) = &key
             && let Some(routed) = self.plans.get(key)
         {
-            let scope = QueryScope {
-                watermark_ms: key.watermark_ms,
-                route: settings.route(),
-                freshness: settings.freshness(),
-                routes: Mutex::new(routed.routes),
-                rollups: Mutex::new(routed.rollups),
-            };
-            let mut query = self.query(state, pool, routed.plan, scope, original_sql, None);
-            query.federated = routed.federated;
-            query.optimized = true;
-            return Ok(PlannedStatement::Query(Box::new(query)));
+            let RoutedPlan {
+                plan,
+                federated,
+                routes,
+                rollups,
+            } = routed;
+            let query = self.query(state, pool, original_sql, settings, key.watermark_ms, plan);
+            return Ok(PlannedStatement::Query(Box::new(
+                query.routed(federated, routes, rollups),
+            )));
         }
         let sql = number_question_marks(sql).map_err(Error::Plan)?;
         let plan = state.create_logical_plan(&sql).await.map_err(Error::Plan)?;
@@ -316,36 +315,31 @@ impl QueryEngine {
             _ => {}
         }
         let watermark_ms = watermark.map_err(Error::Execute)?;
-        let scope = QueryScope {
+        let keep_as = key
+            .filter(|_| reusable(&plan))
+            .map(|key| (Arc::clone(&self.plans), key));
+        let mut query = self.query(state, pool, original_sql, settings, watermark_ms, plan);
+        query.keep_as = keep_as;
+        Ok(PlannedStatement::Query(Box::new(query)))
+    }
+
+    /// A query of `plan` (not yet optimized) at `watermark_ms`.
+    fn query(
+        &self,
+        mut state: SessionState,
+        pool: QueryPool,
+        sql: Arc<str>,
+        settings: &SessionSettings,
+        watermark_ms: i64,
+        plan: LogicalPlan,
+    ) -> Query {
+        let scope = Arc::new(QueryScope {
             watermark_ms,
             route: settings.route(),
             freshness: settings.freshness(),
             routes: Mutex::new(Vec::new()),
             rollups: Mutex::new(Vec::new()),
-        };
-        let keep_as = key
-            .filter(|_| reusable(&plan))
-            .map(|key| (Arc::clone(&self.plans), key));
-        Ok(PlannedStatement::Query(Box::new(self.query(
-            state,
-            pool,
-            plan,
-            scope,
-            original_sql,
-            keep_as,
-        ))))
-    }
-
-    fn query(
-        &self,
-        mut state: SessionState,
-        pool: QueryPool,
-        plan: LogicalPlan,
-        scope: QueryScope,
-        sql: Arc<str>,
-        keep_as: Option<(Arc<PlanCache>, PlanKey)>,
-    ) -> Query {
-        let scope = Arc::new(scope);
+        });
         // The split of `streams` reads this query's W from its options.
         state
             .config_mut()
@@ -361,12 +355,26 @@ impl QueryEngine {
             optimized: false,
             sql,
             executor: self.executor.clone(),
-            keep_as,
+            keep_as: None,
         }
     }
 }
 
 impl Query {
+    /// This query's plan as kept routed: federated, with its reads as they were recorded.
+    fn routed(
+        mut self,
+        federated: Option<LogicalPlan>,
+        routes: Vec<Route>,
+        rollups: Vec<RollupChoice>,
+    ) -> Self {
+        self.federated = federated;
+        *self.scope.routes.lock().expect("routes lock") = routes;
+        *self.scope.rollups.lock().expect("rollups lock") = rollups;
+        self.optimized = true;
+        self
+    }
+
     /// The statement as the client sent it.
     pub fn sql(&self) -> &str {
         &self.sql

@@ -53,4 +53,5 @@ pub use information_schema::{ListedTable, listed_tables, sql_type_name};
 pub use ingest::IngestTarget;
 pub use manifest::{Manifest, ManifestRead, PassedOver};
 pub use memory::MemoryBudget;
+pub use plan_cache::DEFAULT_PLAN_CACHE_ENTRIES;
 pub use settings::SessionSettings;

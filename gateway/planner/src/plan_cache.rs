@@ -23,7 +23,7 @@ use crate::settings::SessionSettings;
 use crate::streams::Route;
 
 /// How many plans the engine keeps unless told otherwise.
-pub(crate) const DEFAULT_PLAN_CACHE_ENTRIES: usize = 256;
+pub const DEFAULT_PLAN_CACHE_ENTRIES: usize = 256;
 
 /// What makes two statements plan the same.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

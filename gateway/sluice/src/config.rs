@@ -95,7 +95,7 @@ fn default_memory_pool() -> u64 {
 }
 
 fn default_plan_cache_entries() -> usize {
-    256
+    sluice_planner::DEFAULT_PLAN_CACHE_ENTRIES
 }
 
 /// `[telemetry]`: traces of each query's phases, exported over OTLP/HTTP.
