@@ -12,7 +12,8 @@ pub use dataset::{Dataset, DatasetManifest, MANIFEST_FILE};
 pub use error::{Error, Result};
 pub use generator::{GenerateConfig, generate, user_id};
 pub use model::{
-    ALBUMS, ARTISTS, CATALOG, ColumnDef, ForeignKey, PLAYS_DAILY, SCHEMA, STREAMS, TIME_ZONE,
-    TRACK_FIRST_LAST, TRACKS, TableDef, TableKind, streams_schema, table, tables, timestamp_type,
+    ALBUMS, ARTISTS, CATALOG, ColumnDef, ForeignKey, PLAYS_DAILY, PLAYS_MONTHLY_ARTIST,
+    PLAYS_MONTHLY_GENRE, SCHEMA, STREAMS, TIME_ZONE, TRACK_FIRST_LAST, TRACKS, TableDef, TableKind,
+    streams_schema, table, tables, timestamp_type,
 };
-pub use rollups::{RollupDef, RollupGrain, rollups};
+pub use rollups::{CatalogKey, RollupDef, RollupGrain, rollups};

@@ -268,6 +268,66 @@ static TABLES: LazyLock<Vec<TableDef>> = LazyLock::new(|| {
             vec![fk("track_uri", TRACKS, "track_uri")],
         ),
         TableDef::new(
+            PLAYS_MONTHLY_ARTIST,
+            "Rollup of streams joined with tracks and artists, before the watermark W: plays \
+             and time played per listener, UTC month and artist. Sluice reads it by itself for \
+             counts by artist or genre over whole months; query it directly only for months \
+             before W.",
+            TableKind::UserKeyed,
+            vec![
+                col("user_id", DataType::Utf8, false, "The listener."),
+                col(
+                    "month",
+                    timestamp_type(),
+                    false,
+                    "Start of the UTC month (midnight of its first day).",
+                ),
+                col(
+                    "artist_uri",
+                    DataType::Utf8,
+                    false,
+                    "The artist of the tracks played; joins artists.artist_uri.",
+                ),
+                col("artist_name", DataType::Utf8, false, "The artist's name."),
+                col("genre", DataType::Utf8, false, "The artist's main genre."),
+                col("plays", DataType::Int64, false, "Plays that month."),
+                col(
+                    "ms_played",
+                    DataType::Int64,
+                    false,
+                    "Milliseconds played that month.",
+                ),
+            ],
+            vec!["user_id", "month", "artist_uri"],
+            vec![fk("artist_uri", ARTISTS, "artist_uri")],
+        ),
+        TableDef::new(
+            PLAYS_MONTHLY_GENRE,
+            "Rollup of streams joined with tracks and artists, before the watermark W: plays \
+             and time played per listener, UTC month and genre. Sluice reads it by itself for \
+             counts by genre over whole months; query it directly only for months before W.",
+            TableKind::UserKeyed,
+            vec![
+                col("user_id", DataType::Utf8, false, "The listener."),
+                col(
+                    "month",
+                    timestamp_type(),
+                    false,
+                    "Start of the UTC month (midnight of its first day).",
+                ),
+                col("genre", DataType::Utf8, false, "The artists' main genre."),
+                col("plays", DataType::Int64, false, "Plays that month."),
+                col(
+                    "ms_played",
+                    DataType::Int64,
+                    false,
+                    "Milliseconds played that month.",
+                ),
+            ],
+            vec!["user_id", "month", "genre"],
+            vec![],
+        ),
+        TableDef::new(
             TRACK_FIRST_LAST,
             "Rollup of streams before the watermark W: first and last play and plays per \
              listener and track. Sluice reads it by itself for whole-history questions.",
@@ -302,6 +362,10 @@ pub const ALBUMS: &str = "albums";
 pub const PLAYS_DAILY: &str = "plays_daily";
 /// Name of the first/last rollup by track.
 pub const TRACK_FIRST_LAST: &str = "track_first_last";
+/// Name of the monthly rollup by artist.
+pub const PLAYS_MONTHLY_ARTIST: &str = "plays_monthly_artist";
+/// Name of the monthly rollup by genre.
+pub const PLAYS_MONTHLY_GENRE: &str = "plays_monthly_genre";
 
 /// Every logical table of `sluice.public`, in a stable order.
 pub fn tables() -> &'static [TableDef] {
@@ -344,7 +408,16 @@ mod tests {
             .filter(|t| t.kind == TableKind::UserKeyed)
             .map(|t| t.name)
             .collect();
-        assert_eq!(keyed, vec![STREAMS, PLAYS_DAILY, TRACK_FIRST_LAST]);
+        assert_eq!(
+            keyed,
+            vec![
+                STREAMS,
+                PLAYS_DAILY,
+                PLAYS_MONTHLY_ARTIST,
+                PLAYS_MONTHLY_GENRE,
+                TRACK_FIRST_LAST
+            ]
+        );
         for name in keyed {
             assert!(table(name).unwrap().column("user_id").is_some());
         }

@@ -25,6 +25,8 @@ def test_init_creates_the_schema_and_load_records_w(clickhouse, clickhouse_confi
     tables = set(ch(clickhouse, f"SHOW TABLES FROM {CLICKHOUSE_DB}").split())
     assert {"streams", "plays_daily", "plays_daily_state", "plays_daily_mv", "track_first_last",
             "track_first_last_state", "track_first_last_mv", "tracks", "artists",
+            "plays_monthly_artist", "plays_monthly_artist_state", "plays_monthly_artist_mv",
+            "plays_monthly_genre", "plays_monthly_genre_state", "plays_monthly_genre_mv",
             "sluice_watermark"} <= tables
     engine = ch(clickhouse, f"SELECT engine FROM system.tables "
                             f"WHERE database = '{CLICKHOUSE_DB}' AND name = 'streams'")
@@ -39,6 +41,20 @@ def test_init_creates_the_schema_and_load_records_w(clickhouse, clickhouse_confi
     # The rollups saw the same events.
     assert int(ch(clickhouse, f"SELECT sum(plays) FROM {CLICKHOUSE_DB}.plays_daily")) == cold
     assert int(ch(clickhouse, f"SELECT sum(plays) FROM {CLICKHOUSE_DB}.track_first_last")) == cold
+    # The rollups by artist and genre saw them joined with the catalog (loaded first).
+    for rollup in ("plays_monthly_artist", "plays_monthly_genre"):
+        assert int(ch(clickhouse, f"SELECT sum(plays) FROM {CLICKHOUSE_DB}.{rollup}")) == cold
+    month = dt.date(END.year - 2, 3, 1)
+    [(genre, plays)] = duck_rows(duck, f"""
+        SELECT a.genre, count(*) FROM streams s JOIN tracks t USING (track_uri)
+        JOIN artists a USING (artist_uri) WHERE s.user_id = '{ME}'
+          AND s.ts >= TIMESTAMPTZ '{month.isoformat()} 00:00:00+00'
+          AND s.ts < TIMESTAMPTZ '{month.replace(month=4).isoformat()} 00:00:00+00'
+        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""")
+    month_ms = int(dt.datetime.combine(month, dt.time(), tzinfo=dt.timezone.utc).timestamp() * 1000)
+    assert int(ch(clickhouse, f"SELECT plays FROM {CLICKHOUSE_DB}.plays_monthly_genre "
+                              f"WHERE user_id = '{ME}' AND month = {month_ms} "
+                              f"AND genre = '{genre}'")) == plays
     [(tracks,)] = duck_rows(duck, "SELECT count(*) FROM tracks")
     assert int(ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.tracks")) == tracks
 
@@ -48,6 +64,18 @@ def test_loading_again_adds_nothing(clickhouse, clickhouse_config, dataset_dir):
     out = sluice("load", "--config", clickhouse_config, "--from", dataset_dir)
     assert "already holds every event before" in out.stdout, out.stdout
     assert ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.streams") == before
+
+
+def test_init_fills_a_rollup_the_events_came_before(clickhouse, clickhouse_config):
+    """A database loaded before a rollup by the catalog existed: `init` fills it from the
+    events held, and leaves a filled one alone."""
+    held = ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.plays_monthly_genre_state")
+    sluice("clickhouse", "init", "--config", clickhouse_config)
+    assert ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.plays_monthly_genre_state") == held
+    cold = ch(clickhouse, f"SELECT count() FROM {CLICKHOUSE_DB}.streams")
+    ch(clickhouse, f"TRUNCATE TABLE {CLICKHOUSE_DB}.plays_monthly_genre_state")
+    sluice("clickhouse", "init", "--config", clickhouse_config)
+    assert ch(clickhouse, f"SELECT sum(plays) FROM {CLICKHOUSE_DB}.plays_monthly_genre") == cold
 
 
 def last_query(clickhouse, marker):
@@ -71,20 +99,30 @@ def test_a_cross_listener_aggregate_joined_with_artists_moves_only_its_groups(
         JOIN artists a ON t.artist_uri = a.artist_uri
         WHERE s.ts >= '{year}-01-01T00:00:00Z' AND s.ts < '{year + 1}-01-01T00:00:00Z'
         GROUP BY a.genre ORDER BY plays DESC, a.genre"""
-    with connect(clickhouse_server, "analyst") as conn:
-        rows = sluice_rows(conn, sql)
     expected = duck_rows(duck, f"""
         SELECT a.genre, count(*) AS plays, sum(s.ms_played) AS played
         FROM streams s JOIN tracks t USING (track_uri) JOIN artists a ON t.artist_uri = a.artist_uri
         WHERE s.ts >= TIMESTAMPTZ '{year}-01-01 00:00:00+00' AND s.ts < TIMESTAMPTZ '{year + 1}-01-01 00:00:00+00'
         GROUP BY a.genre ORDER BY plays DESC, a.genre""")
-    assert rows == expected
-    query, read_rows, result_rows = last_query(clickhouse, '"genre"')
-    # One statement did the filtering, joining and grouping in ClickHouse ...
-    assert "JOIN" in query and "GROUP BY" in query and "timestamp_ms" in query, query
-    # ... and sent the gateway one row per genre, out of a year of every listener's events.
-    assert result_rows == len(expected)
-    assert read_rows > 10_000
+    read = {}
+    for route in ("raw", "auto"):
+        with connect(clickhouse_server, "analyst") as conn:
+            with conn.cursor() as cur:
+                cur.execute(f"SET sluice.route = '{route}'")
+            assert sluice_rows(conn, sql) == expected, route
+        query, read_rows, result_rows = last_query(clickhouse, '"genre"')
+        # One statement did the filtering (joining) and grouping in ClickHouse, and sent the
+        # gateway one row per genre, out of a year of every listener's events ...
+        assert "GROUP BY" in query, query
+        assert result_rows == len(expected)
+        read[route] = read_rows
+        if route == "raw":
+            assert "JOIN" in query and "timestamp_ms" in query, query
+        else:
+            # ... or, on `auto`, out of the monthly rollup by genre, with no join at all.
+            assert "plays_monthly_genre" in query and "JOIN" not in query, query
+    assert read["raw"] > 10_000
+    assert read["auto"] * 5 < read["raw"], read
 
 
 def test_a_listener_sees_only_its_own_rollup_rows(clickhouse_server, duck):

@@ -22,7 +22,8 @@ def test_get_objects_lists_tables_and_columns(listener):
     schemas = {s["db_schema_name"]: s for s in catalog["catalog_db_schemas"]}
     assert set(schemas) == {"public", "information_schema"}
     tables = {t["table_name"]: t for t in schemas["public"]["db_schema_tables"]}
-    assert set(tables) == {"streams", "tracks", "artists", "albums", "plays_daily", "track_first_last"}
+    assert set(tables) == {"streams", "tracks", "artists", "albums", "plays_daily",
+                           "plays_monthly_artist", "plays_monthly_genre", "track_first_last"}
     columns = [c["column_name"] for c in tables["streams"]["table_columns"]]
     assert columns == ["user_id", "track_uri", "ts", "ms_played"]
 
@@ -42,8 +43,9 @@ def test_information_schema_has_descriptions(listener):
     rows = sluice_rows(listener, """
         SELECT table_name, description FROM information_schema.tables
         WHERE table_schema = 'public' ORDER BY table_name""")
-    assert [r[0] for r in rows] == ["albums", "artists", "plays_daily", "streams",
-                                    "track_first_last", "tracks"]
+    assert [r[0] for r in rows] == ["albums", "artists", "plays_daily", "plays_monthly_artist",
+                                    "plays_monthly_genre", "streams", "track_first_last",
+                                    "tracks"]
     assert all(len(r[1]) > 20 for r in rows)
     rows = sluice_rows(listener, """
         SELECT column_name, data_type, description FROM information_schema.columns

@@ -167,6 +167,18 @@ impl ClickHouseClient {
         }
     }
 
+    /// Runs a maintenance statement (a rollup's backfill) in the database with no time limit:
+    /// one stopped part way would leave the rollup partly filled.
+    pub async fn execute_to_completion(&self, sql: &str) -> Result<()> {
+        self.client
+            .clone()
+            .with_database(&self.config.database)
+            .query(sql)
+            .execute()
+            .await
+            .map_err(self.request_err("statement"))
+    }
+
     /// A small result as tab-separated text (version, watermark, counts).
     pub async fn text(&self, sql: &str, op: &'static str) -> Result<String> {
         self.text_with_timeout(self.reader(), sql, op, self.config.query_timeout())

@@ -9,6 +9,11 @@
 //! - `track_first_last` (view over `track_first_last_state`, an `AggregatingMergeTree` by
 //!   listener and track): first and last play and play count, which makes "my first stream"
 //!   and "when did I first hear X" one key lookup.
+//! - `plays_monthly_artist`, `plays_monthly_genre` (views over `SummingMergeTree`s by listener,
+//!   month and artist or genre, fed by materialized views that join each inserted block with
+//!   the catalog copy): the rollups that shrink year-long questions by artist or genre. The
+//!   catalog copy must be loaded before the events it describes (`sluice load` does so); an
+//!   event whose track is not in it is in neither rollup, as in an inner join.
 //! - `tracks`, `artists`: the catalog copy, for joins ClickHouse runs itself. `albums` stays in
 //!   the gateway only: 18.16's `Date` starts in 1970 and albums were released before.
 //! - `sluice_watermark`: the loader's record of `W` (the cold store holds every event before it).
@@ -27,7 +32,29 @@ pub fn create_statements(database: &str) -> Vec<String> {
     // A day as the ms of its start (UTC), like every time Sluice keeps in ClickHouse: no
     // `Date`, whose range starts in 1970 on 18.16.
     let day = "intDiv(timestamp_ms, 86400000) * 86400000";
-    vec![
+    let monthly = |name: &str, keys: &str| {
+        [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{name}_state (user_id String, month UInt64, \
+                 {}, plays UInt64, ms_played UInt64\
+                 ) ENGINE = SummingMergeTree() ORDER BY (user_id, month, {keys})",
+                keys.split(", ")
+                    .map(|k| format!("{k} String"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name}_mv TO {db}.{name}_state AS {}",
+                monthly_select(&db, keys)
+            ),
+            format!(
+                "CREATE VIEW IF NOT EXISTS {db}.{name} AS \
+                 SELECT user_id, month, {keys}, sum(plays) AS plays, sum(ms_played) AS ms_played \
+                 FROM {db}.{name}_state GROUP BY user_id, month, {keys}"
+            ),
+        ]
+    };
+    let mut statements = vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.streams (\
@@ -83,7 +110,48 @@ pub fn create_statements(database: &str) -> Vec<String> {
              w_ms Int64, published DateTime\
              ) ENGINE = MergeTree() ORDER BY w_ms"
         ),
-    ]
+    ];
+    for (name, keys) in MONTHLY_BY_CATALOG {
+        statements.extend(monthly(name, keys));
+    }
+    statements
+}
+
+/// The rollups fed by joining events with the catalog copy: name and catalog keys.
+const MONTHLY_BY_CATALOG: [(&str, &str); 2] = [
+    ("plays_monthly_artist", "artist_uri, artist_name, genre"),
+    ("plays_monthly_genre", "genre"),
+];
+
+/// What the materialized view of a monthly rollup by catalog keys inserts for a block of
+/// events.
+fn monthly_select(db: &str, keys: &str) -> String {
+    let month = "toUInt64(toDateTime(toStartOfMonth(toDateTime(intDiv(timestamp_ms, 1000), \
+                 'UTC')), 'UTC')) * 1000";
+    // 18.16 takes one JOIN per SELECT: tracks with artists in a subquery. The events are the
+    // left side, so each inserted block triggers the view.
+    format!(
+        "SELECT user_id, {month} AS month, {keys}, count() AS plays, \
+         sum(ms_played) AS ms_played FROM {db}.streams ANY INNER JOIN \
+         (SELECT track_uri, artist_uri, artist_name, genre FROM {db}.tracks ANY INNER JOIN \
+         (SELECT artist_uri, artist_name, genre FROM {db}.artists) USING artist_uri) \
+         USING track_uri GROUP BY user_id, month, {keys}"
+    )
+}
+
+/// For each rollup fed through a join with the catalog copy: its table and the statement
+/// that fills it from the events already held. A database loaded before the rollup existed
+/// (or with its catalog copy loaded after its events) holds events the view never saw.
+pub(crate) fn backfill_statements(database: &str) -> Vec<(String, String)> {
+    let db = quote(database);
+    MONTHLY_BY_CATALOG
+        .iter()
+        .map(|(name, keys)| {
+            let state = format!("{name}_state");
+            let sql = format!("INSERT INTO {db}.{state} {}", monthly_select(&db, keys));
+            (state, sql)
+        })
+        .collect()
 }
 
 /// A double-quoted identifier.

@@ -15,13 +15,13 @@ use datafusion_federation::FederatedTableProviderAdaptor;
 use datafusion_federation::sql::{RemoteTableRef, SQLFederationProvider, SQLTableSource};
 use sluice_catalog::{ARTISTS, TRACKS, timestamp_type};
 use sluice_connector_api::{EventSource, Watermark};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::client::ClickHouseClient;
 use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 use crate::executor::ClickHouseExecutor;
-use crate::schema::{STREAMS_TABLE, WATERMARK_TABLE, create_statements};
+use crate::schema::{STREAMS_TABLE, WATERMARK_TABLE, backfill_statements, create_statements};
 
 /// The catalog tables copied into ClickHouse. Not `albums`: 18.16's `Date` starts in 1970,
 /// and albums were released before that.
@@ -99,10 +99,27 @@ impl ClickHouseColdStore {
             .collect()
     }
 
-    /// Creates the database and every table and view, if missing.
+    /// Creates the database and every table and view, if missing, then fills any rollup fed
+    /// through the catalog copy that is empty while events are held (a database loaded
+    /// before that rollup existed). Run it while nothing loads.
     pub async fn init(&self) -> Result<()> {
-        for sql in create_statements(&self.client.config().database) {
+        let database = &self.client.config().database;
+        for sql in create_statements(database) {
             self.client.execute(&sql, false).await?;
+        }
+        let (events, _) = self.event_count().await?;
+        if events == 0 {
+            return Ok(());
+        }
+        for (state, sql) in backfill_statements(database) {
+            let held = self
+                .client
+                .text(&format!("SELECT count() FROM {state}"), "count rollup rows")
+                .await?;
+            if held.trim() == "0" {
+                info!(rollup = %state, events, "filling a new rollup from the events held");
+                self.client.execute_to_completion(&sql).await?;
+            }
         }
         Ok(())
     }

@@ -17,6 +17,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A declared rollup this store cannot build.
+    #[error("embedded source: rollup {table}: {message}")]
+    Rollup {
+        table: &'static str,
+        message: String,
+    },
     #[error("embedded source: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("embedded source: {0}")]

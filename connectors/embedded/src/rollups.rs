@@ -1,21 +1,25 @@
 //! The embedded default's rollups ([`sluice_catalog::rollups`]): built from the dataset's
-//! events before `W` on first use, kept as Parquet next to the dataset
-//! (`rollups/w<W>/<table>.parquet`) and read like the cold store.
+//! events before `W` on first use (those joined with the catalog through the dataset's own
+//! catalog files), kept as Parquet next to the dataset (`rollups/w<W>/<table>.parquet`) and
+//! read like the cold store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use datafusion::catalog::TableProvider;
-use sluice_catalog::{Dataset, PLAYS_DAILY, RollupGrain, TIME_ZONE, TRACK_FIRST_LAST};
+use sluice_catalog::{
+    Dataset, PLAYS_DAILY, RollupDef, RollupGrain, TIME_ZONE, TRACK_FIRST_LAST, TRACKS,
+};
 use tracing::info;
 
 use crate::cold::parquet_table;
-use crate::error::Result;
-use crate::open::events_since;
+use crate::error::{Error, Result};
+use crate::open::{entity_batches, events_since};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -72,6 +76,7 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
     let mut names: HashMap<String, u32> = HashMap::new();
     let mut by_day: HashMap<(u32, i64, u32), Measures> = HashMap::new();
     let mut by_track: HashMap<(u32, u32), Measures> = HashMap::new();
+    let mut by_month: HashMap<(u32, i64, u32), Measures> = HashMap::new();
     let intern = |names: &mut HashMap<String, u32>, s: &str| -> u32 {
         if let Some(&id) = names.get(s) {
             return id;
@@ -103,6 +108,10 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
                 .entry((u, k))
                 .and_modify(|g| g.add(t, m))
                 .or_insert(Measures::new(t, m));
+            by_month
+                .entry((u, month_start(t), k))
+                .and_modify(|g| g.add(t, m))
+                .or_insert(Measures::new(t, m));
         }
         Ok(())
     })?;
@@ -119,6 +128,9 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
     }
     for rollup in sluice_catalog::rollups() {
         let batch = match rollup.grain {
+            _ if !rollup.joins.is_empty() => {
+                catalog_batch(rollup, &by_month, &text, &rank, dataset)?
+            }
             RollupGrain::Day { .. } => {
                 let mut rows: Vec<_> = by_day.iter().collect();
                 rows.sort_unstable_by_key(|((u, d, k), _)| {
@@ -131,11 +143,156 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
                 rows.sort_unstable_by_key(|((u, k), _)| (rank[*u as usize], rank[*k as usize]));
                 track_batch(&rows, &text)?
             }
+            RollupGrain::Month { .. } => {
+                return Err(Error::Rollup {
+                    table: rollup.table,
+                    message: "a monthly rollup of streams alone is not built here".into(),
+                });
+            }
         };
         let path = dataset.write_rollup(rollup.table, w_ms, &[batch])?;
         info!(rollup = rollup.table, path = %path.display(), "rollup built");
     }
     Ok(())
+}
+
+/// The first ms of the UTC month holding `ts`.
+fn month_start(ts_ms: i64) -> i64 {
+    let day = chrono::DateTime::from_timestamp_millis(ts_ms)
+        .expect("an event time in chrono's range")
+        .date_naive();
+    NaiveDate::from_ymd_opt(day.year(), day.month(), 1)
+        .expect("the first of a month")
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// A catalog row's text columns, by name.
+type Row = HashMap<String, String>;
+
+/// For each track, the values of `rollup`'s catalog keys, read through inner joins along the
+/// catalog's foreign keys from `tracks`: a track whose referenced row is missing has none.
+fn catalog_keys_by_track(
+    rollup: &RollupDef,
+    dataset: &Dataset,
+) -> Result<HashMap<String, Vec<String>>> {
+    let rows_of = |name: &str| -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for batch in entity_batches(dataset, name)? {
+            let schema = batch.schema();
+            let columns: Vec<_> = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .filter_map(|(f, c)| c.as_string_opt::<i32>().map(|c| (f.name().clone(), c)))
+                .collect();
+            for i in 0..batch.num_rows() {
+                rows.push(
+                    columns
+                        .iter()
+                        .map(|(n, c)| (n.clone(), c.value(i).to_string()))
+                        .collect(),
+                );
+            }
+        }
+        Ok(rows)
+    };
+    let tracks_def = sluice_catalog::table(TRACKS).expect("declared");
+    // Each joined table beyond `tracks`, by the key `tracks` references it with.
+    let mut joined: HashMap<&str, (&str, HashMap<String, Row>)> = HashMap::new();
+    for name in rollup.joins.iter().filter(|n| **n != TRACKS) {
+        let fk = tracks_def
+            .foreign_keys
+            .iter()
+            .find(|k| k.references_table == *name)
+            .ok_or_else(|| Error::Rollup {
+                table: rollup.table,
+                message: format!("tracks has no foreign key to {name}"),
+            })?;
+        let by_key = rows_of(name)?
+            .into_iter()
+            .filter_map(|r| Some((r.get(fk.references_column)?.clone(), r)))
+            .collect();
+        joined.insert(name, (fk.column, by_key));
+    }
+    let mut out = HashMap::new();
+    'tracks: for track in rows_of(TRACKS)? {
+        let mut values = Vec::with_capacity(rollup.catalog_keys.len());
+        for key in rollup.catalog_keys {
+            let row = if key.table == TRACKS {
+                &track
+            } else {
+                let (fk_column, by_key) = &joined[key.table];
+                match track.get(*fk_column).and_then(|v| by_key.get(v)) {
+                    Some(row) => row,
+                    None => continue 'tracks,
+                }
+            };
+            values.push(row.get(key.column).cloned().unwrap_or_default());
+        }
+        if let Some(uri) = track.get("track_uri") {
+            out.insert(uri.clone(), values);
+        }
+    }
+    Ok(out)
+}
+
+/// A monthly rollup by catalog keys, from the events grouped by listener, month and track.
+fn catalog_batch(
+    rollup: &RollupDef,
+    by_month: &HashMap<(u32, i64, u32), Measures>,
+    text: &[String],
+    rank: &[u32],
+    dataset: &Dataset,
+) -> Result<RecordBatch> {
+    let keys = catalog_keys_by_track(rollup, dataset)?;
+    let mut groups: HashMap<(u32, i64, &[String]), Measures> = HashMap::new();
+    for ((u, month, track), m) in by_month {
+        let Some(values) = keys.get(&text[*track as usize]) else {
+            continue; // not in the catalog: dropped by the inner join
+        };
+        groups
+            .entry((*u, *month, values.as_slice()))
+            .and_modify(|g| {
+                g.plays += m.plays;
+                g.ms_played += m.ms_played;
+            })
+            .or_insert(*m);
+    }
+    let mut rows: Vec<_> = groups.into_iter().collect();
+    rows.sort_unstable_by(|((u1, m1, k1), _), ((u2, m2, k2), _)| {
+        (rank[*u1 as usize], m1, k1).cmp(&(rank[*u2 as usize], m2, k2))
+    });
+    let schema = sluice_catalog::table(rollup.table)
+        .expect("declared")
+        .schema();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let column = match rollup.grain {
+            _ if name == "user_id" => {
+                strings(rows.iter().map(|((u, _, _), _)| text[*u as usize].as_str()))
+            }
+            RollupGrain::Month { column } if name == column => {
+                times(rows.iter().map(|((_, m, _), _)| *m))
+            }
+            _ if name == rollup.plays => ints(rows.iter().map(|(_, m)| m.plays)),
+            _ if Some(name) == rollup.ms_played => ints(rows.iter().map(|(_, m)| m.ms_played)),
+            _ => {
+                let Some(at) = rollup.catalog_keys.iter().position(|k| k.column == name) else {
+                    return Err(Error::Rollup {
+                        table: rollup.table,
+                        message: format!("{name} is not a key or measure built here"),
+                    });
+                };
+                strings(rows.iter().map(|((_, _, k), _)| k[at].as_str()))
+            }
+        };
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {

@@ -502,7 +502,11 @@ mod tests {
         let imported = foreign_keys(&None, &None, KeyFilter::Imported("tracks")).unwrap();
         assert_eq!(imported.num_rows(), 2, "artist and album");
         let exported = foreign_keys(&None, &None, KeyFilter::Exported("artists")).unwrap();
-        assert_eq!(exported.num_rows(), 2, "from tracks and albums");
+        assert_eq!(
+            exported.num_rows(),
+            3,
+            "from tracks, albums and plays_monthly_artist"
+        );
         let cross = foreign_keys(
             &None,
             &None,

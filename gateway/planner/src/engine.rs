@@ -23,6 +23,7 @@ use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
 use sluice_connector_api::{Sources, Watermark};
 use tracing::debug;
 
+use crate::catalog_rollups::CatalogRollupRule;
 use crate::eager_aggregate::EagerAggregateRule;
 use crate::error::{Error, Result};
 use crate::executor::QueryExecutor;
@@ -121,18 +122,19 @@ impl QueryEngine {
                 .map_err(internal)?;
         }
         // In the declared order (fewest rows first), whatever order the source lists them.
-        let rollups = sluice_catalog::rollups()
-            .iter()
-            .filter_map(|def| {
-                let (_, table) = sources.rollups.iter().find(|(n, _)| n == def.table)?;
-                Some(AvailableRollup {
-                    def,
-                    federated: crate::federation::remote_name(table).is_some(),
-                    table: Arc::clone(table),
-                    source: sources.cold.name().to_string(),
+        let (catalog_rollups, rollups): (Vec<AvailableRollup>, Vec<AvailableRollup>) =
+            sluice_catalog::rollups()
+                .iter()
+                .filter_map(|def| {
+                    let (_, table) = sources.rollups.iter().find(|(n, _)| n == def.table)?;
+                    Some(AvailableRollup {
+                        def,
+                        federated: crate::federation::remote_name(table).is_some(),
+                        table: Arc::clone(table),
+                        source: sources.cold.name().to_string(),
+                    })
                 })
-            })
-            .collect();
+                .partition(|r| !r.def.joins.is_empty());
         for (name, table) in sources.rollups {
             public.register_table(name, table).map_err(internal)?;
         }
@@ -156,10 +158,12 @@ impl QueryEngine {
             .with_catalog_list(Arc::new(catalogs) as Arc<dyn CatalogProviderList>)
             .with_query_planner(Arc::new(SluiceQueryPlanner))
             // After DataFusion pushed the filters into `streams`: aggregates over it and
-            // the catalog partly computed below the joins, reads of it for semi and anti
+            // the catalog read from rollups by catalog keys where exact, or else partly
+            // computed below the joins, reads of it for semi and anti
             // joins made distinct, aggregates over it split into partials per source
             // (rollups where exact), then every other read of it split at the query's W,
             // with a top-k sort copied onto each branch.
+            .with_optimizer_rule(Arc::new(CatalogRollupRule::new(catalog_rollups)))
             .with_optimizer_rule(Arc::new(EagerAggregateRule))
             .with_optimizer_rule(Arc::new(SemiJoinDistinctRule))
             .with_optimizer_rule(Arc::new(AggregateSplitRule::new(rollups)))

@@ -5,6 +5,8 @@
 //!
 //! Steps, each in its own module:
 //! - `scope`: a listener's `user_id` filter on every user-keyed relation, first;
+//! - `catalog_rollups`: an aggregate over `streams` joined with the catalog read from a rollup
+//!   kept by catalog attributes (artist, genre) for its whole months;
 //! - `eager_aggregate`: an aggregate over `streams` joined with the catalog computed in part
 //!   below the joins, so one row per track moves instead of one per play;
 //! - `semi_join`: the `streams` side of `IN`/`NOT IN`/`EXISTS` read as distinct keys;
@@ -24,6 +26,7 @@
 //!   process's [`MemoryBudget`];
 //! - `ingest`: an admin's new events, checked and written to the hot store.
 
+mod catalog_rollups;
 mod eager_aggregate;
 mod engine;
 mod error;

@@ -73,7 +73,7 @@ impl AggregateSplitRule {
 
 /// One aggregate of the query, as it merges.
 #[derive(Debug, Clone)]
-enum Measure {
+pub(crate) enum Measure {
     /// `count(*)` or `count(<non-null column>)`.
     Plays,
     /// `sum(ms_played)`.
@@ -89,7 +89,7 @@ enum Measure {
 }
 
 impl Measure {
-    fn read(e: &Expr) -> Option<Self> {
+    pub(crate) fn read(e: &Expr) -> Option<Self> {
         let Expr::AggregateFunction(AggregateFunction { func, params }) = e else {
             return None;
         };
@@ -142,7 +142,8 @@ pub(crate) struct StreamsInput {
     scan: TableScan,
     cold: Arc<dyn EventSource>,
     hot: Arc<dyn EventSource>,
-    predicates: Vec<Expr>,
+    /// Every filter on the way, in the scan's columns.
+    pub(crate) predicates: Vec<Expr>,
     /// Maps a column of the aggregate's input (by flat name) to an expression of the scan.
     pub(crate) columns: HashMap<String, Expr>,
 }
@@ -231,9 +232,9 @@ pub(crate) fn streams_keys_only(plan: &LogicalPlan) -> bool {
     })
 }
 
-/// A whole-UTC-day function of `ts`: constant over every day, so a daily rollup's day start
-/// gives the same value as each of the day's events.
-fn day_constant(e: &Expr) -> bool {
+/// A function of `ts` constant over every UTC period of `grain` (a day or a calendar month),
+/// so a rollup's period start gives the same value as each of the period's events.
+fn period_constant(e: &Expr, grain: RollupGrain) -> bool {
     let Expr::ScalarFunction(f) = e else {
         return false;
     };
@@ -245,22 +246,27 @@ fn day_constant(e: &Expr) -> bool {
         return false;
     };
     let unit = unit.to_ascii_lowercase();
+    let (trunc, part): (&[&str], &[&str]) = match grain {
+        RollupGrain::Day { .. } => (
+            &["day", "week", "month", "quarter", "year"],
+            &["year", "quarter", "month", "week", "day", "doy", "dow"],
+        ),
+        RollupGrain::Month { .. } => (&["month", "quarter", "year"], &["year", "quarter", "month"]),
+        RollupGrain::AllTime => (&[], &[]),
+    };
     c.name == TS
         && match f.func.name() {
-            "date_trunc" => matches!(unit.as_str(), "day" | "week" | "month" | "quarter" | "year"),
-            "date_part" | "datepart" => matches!(
-                unit.as_str(),
-                "year" | "quarter" | "month" | "week" | "day" | "doy" | "dow"
-            ),
+            "date_trunc" => trunc.contains(&unit.as_str()),
+            "date_part" | "datepart" => part.contains(&unit.as_str()),
             _ => false,
         }
 }
 
-/// True if `e` reads `ts` only through [`day_constant`] functions and no `ms_played`.
-fn day_grain_expr(e: &Expr) -> bool {
+/// True if `e` reads `ts` only through [`period_constant`] functions and no `ms_played`.
+fn period_grain_expr(e: &Expr, grain: RollupGrain) -> bool {
     let mut ok = true;
     let _ = e.apply(|n| {
-        if day_constant(n) {
+        if period_constant(n, grain) {
             return Ok(TreeNodeRecursion::Jump);
         }
         if let Expr::Column(c) = n
@@ -293,7 +299,7 @@ fn is_ts(e: &Expr) -> bool {
 }
 
 /// True if the conjunct is exactly a bound on `ts` (what [`EventFilter`] reads as a range).
-fn exact_time_bound(e: &Expr) -> bool {
+pub(crate) fn exact_time_bound(e: &Expr) -> bool {
     match e {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             matches!(
@@ -360,32 +366,74 @@ fn rollup_misfit(
                 return Some("it covers only the whole history before W".into());
             }
         }
-        RollupGrain::Day { .. } => {
-            if let Some(g) = groups.iter().find(|g| !day_grain_expr(g)) {
-                return Some(format!("grouping by {g} is finer than a day"));
-            }
-            if whole_days(cold, w).is_none() {
-                return Some("the range holds no whole day before W".into());
-            }
+        RollupGrain::Day { .. } | RollupGrain::Month { .. } => {
+            return period_misfit(def.grain, groups, cold, w);
         }
     }
     None
 }
 
-/// The whole UTC days inside `cold` (a range before `w`), if any.
-fn whole_days(cold: TimeRange, w: i64) -> Option<TimeRange> {
-    let start = cold
-        .start_ms
-        .map(|s| s.div_euclid(DAY_MS) * DAY_MS + if s % DAY_MS == 0 { 0 } else { DAY_MS });
-    let end = cold.end_ms.unwrap_or(w).min(w).div_euclid(DAY_MS) * DAY_MS;
-    let days = TimeRange {
-        start_ms: start,
-        end_ms: Some(end),
+/// What a rollup of days or months cannot answer: grouping by time finer than its grain, or
+/// a range without one whole period.
+pub(crate) fn period_misfit(
+    grain: RollupGrain,
+    groups: &[Expr],
+    cold: TimeRange,
+    w: i64,
+) -> Option<String> {
+    let period = match grain {
+        RollupGrain::Month { .. } => "month",
+        _ => "day",
     };
-    (!days.is_empty()).then_some(days)
+    if let Some(g) = groups.iter().find(|g| !period_grain_expr(g, grain)) {
+        return Some(format!("grouping by {g} is finer than a {period}"));
+    }
+    if whole_periods(grain, cold, w).is_none() {
+        return Some(format!("the range holds no whole {period} before W"));
+    }
+    None
 }
 
-fn range_filter(column: Expr, range: TimeRange) -> Option<Expr> {
+/// The whole UTC periods of `grain` (days or calendar months) inside `cold` (a range before
+/// `w`), if any; the whole range for a rollup without time.
+pub(crate) fn whole_periods(grain: RollupGrain, cold: TimeRange, w: i64) -> Option<TimeRange> {
+    let floor = |ms: i64| -> i64 {
+        match grain {
+            RollupGrain::Month { .. } => month_floor(ms),
+            _ => ms.div_euclid(DAY_MS) * DAY_MS,
+        }
+    };
+    let ceil = |ms: i64| -> i64 {
+        let f = floor(ms);
+        match grain {
+            _ if f == ms => ms,
+            RollupGrain::Month { .. } => month_floor(f + 32 * DAY_MS),
+            _ => f + DAY_MS,
+        }
+    };
+    if grain == RollupGrain::AllTime {
+        return (!cold.is_empty()).then_some(cold);
+    }
+    let periods = TimeRange {
+        start_ms: cold.start_ms.map(ceil),
+        end_ms: Some(floor(cold.end_ms.unwrap_or(w).min(w))),
+    };
+    (!periods.is_empty()).then_some(periods)
+}
+
+/// The first ms of the UTC calendar month holding `ms` (times outside chrono's range are
+/// left as they are: no rollup covers them).
+fn month_floor(ms: i64) -> i64 {
+    use chrono::{Datelike, NaiveDate};
+    let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
+        return ms;
+    };
+    NaiveDate::from_ymd_opt(t.year(), t.month(), 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(ms, |d| d.and_utc().timestamp_millis())
+}
+
+pub(crate) fn range_filter(column: Expr, range: TimeRange) -> Option<Expr> {
     let mut parts = Vec::new();
     if let Some(s) = range.start_ms {
         parts.push(column.clone().gt_eq(ts_literal(s)));
@@ -415,20 +463,9 @@ impl AggregateSplitRule {
         {
             return Ok(None);
         }
-        // The keys' one qualifier (the final merge is a derived table of that name); keys
-        // named under two qualifiers, or twice, are left alone.
-        let mut qualifier: Option<TableReference> = None;
-        let mut seen = std::collections::HashSet::new();
-        for (q, f) in agg.schema.iter().take(agg.group_expr.len()) {
-            if !seen.insert(f.name().clone()) || f.name().starts_with("__sluice_") {
-                return Ok(None);
-            }
-            match (q, &qualifier) {
-                (Some(q), Some(prev)) if q != prev => return Ok(None),
-                (Some(q), None) => qualifier = Some(q.clone()),
-                _ => {}
-            }
-        }
+        let Some(qualifier) = keys_qualifier(agg) else {
+            return Ok(None);
+        };
         let groups = agg
             .group_expr
             .iter()
@@ -489,12 +526,8 @@ impl AggregateSplitRule {
                 ) {
                     Some(why) => choice.passed_over.push((r.def.table.into(), why)),
                     None => {
-                        let days = match r.def.grain {
-                            RollupGrain::AllTime => cold,
-                            RollupGrain::Day { .. } => {
-                                whole_days(cold, w).expect("checked by rollup_misfit")
-                            }
-                        };
+                        let days =
+                            whole_periods(r.def.grain, cold, w).expect("checked by rollup_misfit");
                         rollup = Some((r, days));
                     }
                 }
@@ -574,7 +607,12 @@ impl AggregateSplitRule {
             raw_piece(RouteBranch::Hot, hot)?;
         }
         if let Some((r, days)) = rollup {
-            let plan = rollup_piece(r, days, &input.scan.table_name, &other_filters)?;
+            // The filters on keys apply to the rollup's columns of the same names.
+            let filters = other_filters
+                .iter()
+                .map(|f| rename_columns(f.clone(), &input.scan.table_name, r.def.table, |n| n))
+                .collect::<Result<Vec<_>>>()?;
+            let plan = rollup_piece(r, days, filters)?;
             pieces.push(partial(
                 plan,
                 &groups,
@@ -596,66 +634,93 @@ impl AggregateSplitRule {
             scope.rollups.lock().expect("rollups lock").push(choice);
         }
 
-        let mut pieces = pieces.into_iter();
-        let first = pieces.next().expect("at least two pieces");
-        let union = pieces
-            .try_fold(LogicalPlanBuilder::from(first), |b, p| b.union(p))?
-            .build()?;
-        // The final merge, named as the aggregate was: keys keep their names under the
-        // qualifier the query uses for them (a derived table of that name, so the SQL sent
-        // for a plan above this one can still say `streams.track_uri`; the measures take
-        // that qualifier too, and are still found by their names alone).
-        let key_fields: Vec<_> = agg.schema.iter().take(groups.len()).collect();
-        let key_names = key_fields
-            .iter()
-            .map(|(_, f)| f.name().clone())
-            .collect::<Vec<_>>();
-        let merges = measures
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let c = col(format!("__sluice_m{i}"));
-                let merged = match m {
-                    Measure::Plays => sum(c),
-                    Measure::MsPlayed => sum(c),
-                    Measure::FirstTs | Measure::MinOf(_) => min(c),
-                    Measure::LastTs | Measure::MaxOf(_) => max(c),
-                    Measure::DistinctOf(_) => count_distinct(c),
-                };
-                merged.alias(format!("__sluice_f{i}"))
-            })
-            .collect::<Vec<_>>();
-        let keys = key_names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| col(format!("__sluice_k{i}")).alias(name))
-            .collect::<Vec<_>>();
-        let merged = LogicalPlanBuilder::from(union)
-            .aggregate(keys, merges)?
-            .build()?;
-        let outputs = merged.schema().columns();
-        let named = outputs
-            .into_iter()
-            .zip(std::iter::repeat_n(None, groups.len()).chain(measures.iter().map(Some)))
-            .map(|(c, m)| match m {
-                // A count over no rows is 0, not NULL.
-                Some(Measure::Plays) => coalesce(vec![Expr::Column(c), lit(0i64)]),
-                _ => Expr::Column(c),
-            })
-            .zip(agg.schema.iter())
-            .map(|(e, (q, f))| match &qualifier {
-                Some(_) => e.alias(f.name()),
-                None => e.alias_qualified(q.cloned(), f.name()),
-            })
-            .collect::<Vec<_>>();
-        let mut named = LogicalPlanBuilder::from(merged).project(named)?;
-        if let Some(q) = qualifier {
-            // Last, so that the SQL sent for a plan above (a join on `s.track_uri`) finds
-            // the name: an alias inside a projection does not carry its table's name there.
-            named = named.alias(q)?;
-        }
-        Ok(Some(named.build()?))
+        merge_pieces(agg, pieces, &measures, qualifier).map(Some)
     }
+}
+
+/// The one qualifier of the aggregate's keys (the final merge is a derived table of that
+/// name), or `Some(None)` if none has one; `None` (leave the aggregate alone) for keys named
+/// under two qualifiers, or twice.
+pub(crate) fn keys_qualifier(agg: &Aggregate) -> Option<Option<TableReference>> {
+    let mut qualifier: Option<TableReference> = None;
+    let mut seen = std::collections::HashSet::new();
+    for (q, f) in agg.schema.iter().take(agg.group_expr.len()) {
+        if !seen.insert(f.name().clone()) || f.name().starts_with("__sluice_") {
+            return None;
+        }
+        match (q, &qualifier) {
+            (Some(q), Some(prev)) if q != prev => return None,
+            (Some(q), None) => qualifier = Some(q.clone()),
+            _ => {}
+        }
+    }
+    Some(qualifier)
+}
+
+/// The final merge of the pieces' partial aggregates (see [`partial_aggregate`]), named as
+/// `agg` was: keys keep their names under the qualifier the query uses for them (a derived
+/// table of that name, so the SQL sent for a plan above this one can still say
+/// `streams.track_uri`; the measures take that qualifier too, and are still found by their
+/// names alone).
+pub(crate) fn merge_pieces(
+    agg: &Aggregate,
+    pieces: Vec<LogicalPlan>,
+    measures: &[Measure],
+    qualifier: Option<TableReference>,
+) -> Result<LogicalPlan> {
+    let groups_len = agg.group_expr.len();
+    let mut pieces = pieces.into_iter();
+    let first = pieces.next().expect("at least one piece");
+    let union = pieces
+        .try_fold(LogicalPlanBuilder::from(first), |b, p| b.union(p))?
+        .build()?;
+    let merges = measures
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let c = col(format!("__sluice_m{i}"));
+            let merged = match m {
+                Measure::Plays => sum(c),
+                Measure::MsPlayed => sum(c),
+                Measure::FirstTs | Measure::MinOf(_) => min(c),
+                Measure::LastTs | Measure::MaxOf(_) => max(c),
+                Measure::DistinctOf(_) => count_distinct(c),
+            };
+            merged.alias(format!("__sluice_f{i}"))
+        })
+        .collect::<Vec<_>>();
+    let keys = agg
+        .schema
+        .iter()
+        .take(groups_len)
+        .enumerate()
+        .map(|(i, (_, f))| col(format!("__sluice_k{i}")).alias(f.name()))
+        .collect::<Vec<_>>();
+    let merged = LogicalPlanBuilder::from(union)
+        .aggregate(keys, merges)?
+        .build()?;
+    let outputs = merged.schema().columns();
+    let named = outputs
+        .into_iter()
+        .zip(std::iter::repeat_n(None, groups_len).chain(measures.iter().map(Some)))
+        .map(|(c, m)| match m {
+            // A count over no rows is 0, not NULL.
+            Some(Measure::Plays) => coalesce(vec![Expr::Column(c), lit(0i64)]),
+            _ => Expr::Column(c),
+        })
+        .zip(agg.schema.iter())
+        .map(|(e, (q, f))| match &qualifier {
+            Some(_) => e.alias(f.name()),
+            None => e.alias_qualified(q.cloned(), f.name()),
+        })
+        .collect::<Vec<_>>();
+    let mut named = LogicalPlanBuilder::from(merged).project(named)?;
+    if let Some(q) = qualifier {
+        // Last, so that the SQL sent for a plan above (a join on `s.track_uri`) finds the
+        // name: an alias inside a projection does not carry its table's name there.
+        named = named.alias(q)?;
+    }
+    named.build()
 }
 
 /// The partial aggregate over one piece: keys `__sluice_k*`, then one `__sluice_m*` per
@@ -671,56 +736,89 @@ fn partial(
     let to_piece = |e: Expr| -> Result<Expr> {
         let Some(r) = rollup else { return Ok(e) };
         rename_columns(e, streams, r.def.table, |name| match (name, r.def.grain) {
-            (TS, RollupGrain::Day { column }) => column,
+            (TS, RollupGrain::Day { column } | RollupGrain::Month { column }) => column,
             (other, _) => other,
         })
     };
     let stream_col = |n: &str| Expr::Column(Column::new(Some(streams.clone()), n));
-    let rollup_col = |name: Option<&str>| -> Expr {
-        let r = rollup.expect("a rollup piece");
-        Expr::Column(Column::new(
-            Some(TableReference::bare(r.def.table)),
-            name.expect("checked by rollup_misfit"),
-        ))
-    };
-    // Keys are grouped on as they are and renamed by the projection that follows (by
-    // position): an alias inside GROUP BY makes the SQL unparser reorder the columns.
-    let mut keys = groups
+    let keys = groups
         .iter()
         .map(|g| to_piece(g.clone()))
         .collect::<Result<Vec<_>>>()?;
-    let mut key_names: Vec<String> = (0..groups.len())
-        .map(|i| format!("__sluice_k{i}"))
-        .collect();
+    let mut parts = Vec::with_capacity(measures.len());
+    for m in measures {
+        let part = match (m, rollup) {
+            (Measure::Plays, None) => Part::Agg(count(lit(1i64))),
+            (Measure::MsPlayed, None) => Part::Agg(sum(stream_col(MS_PLAYED))),
+            (Measure::FirstTs, None) => Part::Agg(min(stream_col(TS))),
+            (Measure::LastTs, None) => Part::Agg(max(stream_col(TS))),
+            (Measure::MinOf(e), _) => Part::Agg(min(to_piece(e.clone())?)),
+            (Measure::MaxOf(e), _) => Part::Agg(max(to_piece(e.clone())?)),
+            (Measure::DistinctOf(e), _) => Part::Key(to_piece(e.clone())?),
+            (m, Some(r)) => Part::Agg(rollup_measure(r.def, m).expect("checked by rollup_misfit")),
+        };
+        parts.push(part);
+    }
+    partial_aggregate(plan, keys, parts)
+}
+
+/// A measure read from a rollup's columns: the sum of its counts and times, the min or max
+/// of its first and last times. `None` if the rollup does not keep it.
+pub(crate) fn rollup_measure(def: &RollupDef, m: &Measure) -> Option<Expr> {
+    let column = |name: Option<&str>| -> Option<Expr> {
+        Some(Expr::Column(Column::new(
+            Some(TableReference::bare(def.table)),
+            name?,
+        )))
+    };
+    Some(match m {
+        Measure::Plays => sum(column(Some(def.plays))?),
+        Measure::MsPlayed => sum(column(def.ms_played)?),
+        Measure::FirstTs => min(column(def.first_ts)?),
+        Measure::LastTs => max(column(def.last_ts)?),
+        _ => return None,
+    })
+}
+
+/// What a piece's partial aggregate computes for one measure.
+pub(crate) enum Part {
+    /// An aggregate the final merge combines (see [`merge_pieces`]).
+    Agg(Expr),
+    /// A `count(DISTINCT e)`'s `e`, kept as a key; the final merge counts its values.
+    Key(Expr),
+}
+
+/// The partial aggregate of `plan` by `keys`, with one part per measure, as the final merge
+/// reads it: keys `__sluice_k0..`, then `__sluice_m0..` in measure order (a distinct key in its
+/// measure's place).
+pub(crate) fn partial_aggregate(
+    plan: LogicalPlan,
+    mut keys: Vec<Expr>,
+    parts: Vec<Part>,
+) -> Result<LogicalPlan> {
+    let groups = keys.len();
+    let measures = parts.len();
+    // Keys are grouped on as they are and renamed by the projection that follows (by
+    // position): an alias inside GROUP BY makes the SQL unparser reorder the columns.
+    let mut key_names: Vec<String> = (0..groups).map(|i| format!("__sluice_k{i}")).collect();
     let mut aggs = Vec::new();
     let mut columns: Vec<String> = Vec::new();
-    for (i, m) in measures.iter().enumerate() {
+    for (i, part) in parts.into_iter().enumerate() {
         let name = format!("__sluice_m{i}");
-        let e = match (m, rollup) {
-            (Measure::Plays, None) => count(lit(1i64)),
-            (Measure::Plays, Some(r)) => sum(rollup_col(Some(r.def.plays))),
-            (Measure::MsPlayed, None) => sum(stream_col(MS_PLAYED)),
-            (Measure::MsPlayed, Some(r)) => sum(rollup_col(r.def.ms_played)),
-            (Measure::FirstTs, None) => min(stream_col(TS)),
-            (Measure::FirstTs, Some(r)) => min(rollup_col(r.def.first_ts)),
-            (Measure::LastTs, None) => max(stream_col(TS)),
-            (Measure::LastTs, Some(r)) => max(rollup_col(r.def.last_ts)),
-            (Measure::MinOf(e), _) => min(to_piece(e.clone())?),
-            (Measure::MaxOf(e), _) => max(to_piece(e.clone())?),
-            (Measure::DistinctOf(e), _) => {
-                // A key of the partial; the final merge counts its distinct values.
-                keys.push(to_piece(e.clone())?);
-                key_names.push(name);
-                continue;
+        match part {
+            Part::Agg(e) => {
+                aggs.push(e.alias(&name));
+                columns.push(name);
             }
-        };
-        aggs.push(e.alias(&name));
-        columns.push(name);
+            Part::Key(e) => {
+                keys.push(e);
+                key_names.push(name);
+            }
+        }
     }
     let grouped = LogicalPlanBuilder::from(plan)
         .aggregate(keys, aggs)?
         .build()?;
-    // Output: keys k0.., then m0.. in measure order (a distinct key in its measure's place).
     let outputs = grouped.schema().columns();
     let (key_cols, agg_cols) = outputs.split_at(key_names.len());
     let mut named: Vec<(String, Expr)> = key_names
@@ -732,9 +830,9 @@ fn partial(
                 .zip(agg_cols.iter().cloned().map(Expr::Column)),
         )
         .collect();
-    let order = (0..groups.len())
+    let order = (0..groups)
         .map(|i| format!("__sluice_k{i}"))
-        .chain((0..measures.len()).map(|i| format!("__sluice_m{i}")));
+        .chain((0..measures).map(|i| format!("__sluice_m{i}")));
     let mut exprs: Vec<Expr> = Vec::with_capacity(named.len());
     for name in order {
         let at = named
@@ -764,13 +862,12 @@ fn rename_columns(
     .map(|t| t.data)
 }
 
-/// A rollup's rows for `days` (or all of them), filtered like the query's events: the
-/// filters on keys apply to the rollup's columns of the same names.
-fn rollup_piece(
+/// A rollup's rows for `days` (or all of them), filtered like the query's events: `filters`
+/// are the query's filters on keys, written in the rollup's columns.
+pub(crate) fn rollup_piece(
     r: &AvailableRollup,
     days: TimeRange,
-    streams: &TableReference,
-    key_filters: &[Expr],
+    mut filters: Vec<Expr>,
 ) -> Result<LogicalPlan> {
     let name = TableReference::bare(r.def.table);
     let table: Arc<dyn TableProvider> = if r.federated {
@@ -778,11 +875,7 @@ fn rollup_piece(
     } else {
         Arc::new(CountedTable::new(Arc::clone(&r.table), &r.source, "cold"))
     };
-    let mut filters = key_filters
-        .iter()
-        .map(|f| rename_columns(f.clone(), streams, r.def.table, |n| n))
-        .collect::<Result<Vec<_>>>()?;
-    if let RollupGrain::Day { column } = r.def.grain
+    if let RollupGrain::Day { column } | RollupGrain::Month { column } = r.def.grain
         && let Some(f) = range_filter(Expr::Column(Column::new(Some(name.clone()), column)), days)
     {
         filters.push(f);

@@ -484,6 +484,287 @@ mod rollups {
     }
 }
 
+mod catalog_rollups {
+    //! Aggregates over `streams` joined with tracks and artists read from the monthly rollups
+    //! by artist and genre, with `W` in the middle of a month: the same answers as raw events.
+
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::array::ArrayRef;
+    use datafusion::catalog::{MemTable, TableProvider};
+    use sluice_catalog::{ARTISTS, PLAYS_MONTHLY_ARTIST, PLAYS_MONTHLY_GENRE, TRACKS};
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    /// 1970-01-01, -02-01, -03-01, -04-01.
+    const MONTHS: [i64; 4] = [0, 31 * DAY, 59 * DAY, 90 * DAY];
+    /// Noon of 1970-03-20.
+    const W: i64 = 78 * DAY + DAY / 2;
+
+    /// Tracks by artist: t1, t2 by x (rock), t3 by y (jazz), t4 by z (rock); `t0` is not in
+    /// the catalog, so no join (and no rollup) counts it.
+    const TRACKS_BY: [(&str, &str); 4] = [("t1", "x"), ("t2", "x"), ("t3", "y"), ("t4", "z")];
+    const ARTISTS_ROWS: [(&str, &str, &str); 3] = [
+        ("x", "X name", "rock"),
+        ("y", "Y name", "jazz"),
+        ("z", "Z name", "rock"),
+    ];
+
+    fn all_events() -> Vec<(&'static str, &'static str, i64)> {
+        let mut rows = Vec::new();
+        for day in 0..100 {
+            for (i, track) in ["t1", "t3", "t0", "t4", "t2"].into_iter().enumerate() {
+                if (day + i as i64) % 3 == 0 {
+                    continue;
+                }
+                let ts = day * DAY + (i as i64) * 4 * 3_600_000 + 1;
+                rows.push(("a", track, ts));
+                if day % 2 == 0 {
+                    rows.push(("b", track, ts + 11));
+                }
+            }
+        }
+        rows
+    }
+
+    fn table(batch: RecordBatch) -> Arc<dyn TableProvider> {
+        Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())
+    }
+
+    fn strings<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(v))
+    }
+
+    fn catalog() -> Vec<(String, Arc<dyn TableProvider>)> {
+        let tracks = RecordBatch::try_new(
+            sluice_catalog::table(TRACKS).unwrap().schema(),
+            vec![
+                strings(TRACKS_BY.iter().map(|r| r.0)),
+                strings(TRACKS_BY.iter().map(|r| r.0)),
+                strings(TRACKS_BY.iter().map(|r| r.1)),
+                strings(TRACKS_BY.iter().map(|_| "al")),
+                Arc::new(Int64Array::from_iter_values(TRACKS_BY.iter().map(|_| 1))),
+            ],
+        )
+        .unwrap();
+        let artists = RecordBatch::try_new(
+            sluice_catalog::table(ARTISTS).unwrap().schema(),
+            vec![
+                strings(ARTISTS_ROWS.iter().map(|r| r.0)),
+                strings(ARTISTS_ROWS.iter().map(|r| r.1)),
+                strings(ARTISTS_ROWS.iter().map(|r| r.2)),
+            ],
+        )
+        .unwrap();
+        vec![
+            (TRACKS.to_string(), table(tracks)),
+            (ARTISTS.to_string(), table(artists)),
+        ]
+    }
+
+    /// The two rollups, computed here from the events before `W` and the catalog.
+    fn rollup_tables() -> Vec<(String, Arc<dyn TableProvider>)> {
+        let mut by_artist: BTreeMap<(&str, i64, &str), (i64, i64)> = BTreeMap::new();
+        for (u, t, ts) in all_events().into_iter().filter(|e| e.2 < W) {
+            let Some((_, a)) = TRACKS_BY.iter().find(|r| r.0 == t) else {
+                continue;
+            };
+            let month = *MONTHS.iter().rev().find(|m| **m <= ts).unwrap();
+            let g = by_artist.entry((u, month, a)).or_default();
+            *g = (g.0 + 1, g.1 + 1000);
+        }
+        let artist = |a: &str| ARTISTS_ROWS.iter().find(|r| r.0 == a).unwrap();
+        let mut by_genre: BTreeMap<(&str, i64, &str), (i64, i64)> = BTreeMap::new();
+        for ((u, m, a), (n, ms)) in &by_artist {
+            let g = by_genre.entry((u, *m, artist(a).2)).or_default();
+            *g = (g.0 + n, g.1 + ms);
+        }
+        let times = |v: Vec<i64>| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from(v).with_timezone(TIME_ZONE))
+        };
+        let ints = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
+        let artist_batch = RecordBatch::try_new(
+            sluice_catalog::table(PLAYS_MONTHLY_ARTIST)
+                .unwrap()
+                .schema(),
+            vec![
+                strings(by_artist.keys().map(|k| k.0)),
+                times(by_artist.keys().map(|k| k.1).collect()),
+                strings(by_artist.keys().map(|k| k.2)),
+                strings(by_artist.keys().map(|k| artist(k.2).1)),
+                strings(by_artist.keys().map(|k| artist(k.2).2)),
+                ints(by_artist.values().map(|v| v.0).collect()),
+                ints(by_artist.values().map(|v| v.1).collect()),
+            ],
+        )
+        .unwrap();
+        let genre_batch = RecordBatch::try_new(
+            sluice_catalog::table(PLAYS_MONTHLY_GENRE).unwrap().schema(),
+            vec![
+                strings(by_genre.keys().map(|k| k.0)),
+                times(by_genre.keys().map(|k| k.1).collect()),
+                strings(by_genre.keys().map(|k| k.2)),
+                ints(by_genre.values().map(|v| v.0).collect()),
+                ints(by_genre.values().map(|v| v.1).collect()),
+            ],
+        )
+        .unwrap();
+        vec![
+            (PLAYS_MONTHLY_ARTIST.to_string(), table(artist_batch)),
+            (PLAYS_MONTHLY_GENRE.to_string(), table(genre_batch)),
+        ]
+    }
+
+    fn engine() -> QueryEngine {
+        let (cold_rows, hot_rows): (Vec<_>, Vec<_>) =
+            all_events().into_iter().partition(|e| e.2 < W);
+        let cold = MemoryHotStore::new();
+        cold.append(&events(&cold_rows)).unwrap();
+        let hot = MemoryHotStore::new();
+        hot.append(&events(&hot_rows)).unwrap();
+        QueryEngine::new(Sources {
+            hot: Arc::new(hot),
+            cold: Arc::new(cold),
+            watermark: Arc::new(FixedWatermark(W)),
+            entities: catalog(),
+            remote_entities: vec![],
+            rollups: rollup_tables(),
+        })
+        .unwrap()
+    }
+
+    async fn answer(
+        e: &QueryEngine,
+        who: &Principal,
+        route: &str,
+        sql: &str,
+    ) -> (String, crate::Manifest) {
+        let mut settings = SessionSettings::default();
+        settings.set("sluice.route", route).unwrap();
+        let PlannedStatement::Query(query) = e.plan(who, &settings, sql).await.unwrap() else {
+            panic!("not a query")
+        };
+        let (stream, manifest) = query.execute().await.unwrap();
+        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        (
+            pretty_format_batches(&batches).unwrap().to_string(),
+            manifest,
+        )
+    }
+
+    const JOINS: &str = "FROM streams s JOIN tracks t ON s.track_uri = t.track_uri \
+                         JOIN artists a ON t.artist_uri = a.artist_uri";
+
+    #[tokio::test]
+    async fn whole_months_come_from_the_rollups_and_the_answers_stay_the_same() {
+        let e = engine();
+        let listener = Principal::new("a", Role::Listener, Some("a"));
+        let cases: Vec<(Principal, String, Option<&str>)> = vec![
+            // Whole February from the rollup; 15 January on and March on (across W) raw.
+            (
+                analyst(),
+                format!(
+                    "SELECT a.genre, count(*) AS n, sum(s.ms_played) AS ms, \
+                     count(DISTINCT s.user_id) AS u {JOINS} \
+                     WHERE s.ts >= '1970-01-15T00:00:00Z' AND s.ts < '1970-04-05T00:00:00Z' \
+                     GROUP BY a.genre ORDER BY a.genre"
+                ),
+                Some(PLAYS_MONTHLY_GENRE),
+            ),
+            (
+                listener.clone(),
+                format!(
+                    "SELECT a.artist_name, count(*) AS plays {JOINS} \
+                     GROUP BY a.artist_name ORDER BY plays DESC, a.artist_name LIMIT 2"
+                ),
+                Some(PLAYS_MONTHLY_ARTIST),
+            ),
+            (
+                analyst(),
+                format!(
+                    "SELECT date_trunc('month', s.ts) AS m, a.genre, count(*) AS n {JOINS} \
+                     WHERE a.genre = 'rock' GROUP BY 1, 2 ORDER BY 1, 2"
+                ),
+                Some(PLAYS_MONTHLY_GENRE),
+            ),
+            (
+                analyst(),
+                format!(
+                    "SELECT t.artist_uri, EXTRACT(YEAR FROM s.ts) AS y, count(*) AS n {JOINS} \
+                     WHERE s.ts < '1970-03-01T00:00:00Z' GROUP BY 1, 2 ORDER BY 1, 2"
+                ),
+                Some(PLAYS_MONTHLY_ARTIST),
+            ),
+            // Finer than a month, a measure it does not keep, a key it does not keep, a
+            // range without a whole month, or joins other than the rollup's: raw.
+            (
+                analyst(),
+                format!(
+                    "SELECT date_trunc('day', s.ts) AS d, a.genre, count(*) AS n {JOINS} \
+                     GROUP BY 1, 2 ORDER BY n DESC, d, a.genre LIMIT 3"
+                ),
+                None,
+            ),
+            (
+                analyst(),
+                format!("SELECT a.genre, min(s.ts) AS f {JOINS} GROUP BY 1 ORDER BY 1"),
+                None,
+            ),
+            (
+                analyst(),
+                format!("SELECT s.track_uri, count(*) AS n {JOINS} GROUP BY 1 ORDER BY 1"),
+                None,
+            ),
+            (
+                analyst(),
+                format!(
+                    "SELECT a.genre, count(*) AS n {JOINS} \
+                     WHERE s.ts >= '1970-02-03T00:00:00Z' AND s.ts < '1970-02-27T00:00:00Z' \
+                     GROUP BY 1 ORDER BY 1"
+                ),
+                None,
+            ),
+            (
+                analyst(),
+                "SELECT t.artist_uri, count(*) AS n FROM streams s \
+                 JOIN tracks t ON s.track_uri = t.track_uri GROUP BY 1 ORDER BY 1"
+                    .to_string(),
+                None,
+            ),
+        ];
+        for (who, sql, rollup) in cases {
+            let (raw, raw_manifest) = answer(&e, &who, "raw", &sql).await;
+            let (auto, auto_manifest) = answer(&e, &who, "auto", &sql).await;
+            assert_eq!(auto, raw, "{sql}");
+            assert!(raw_manifest.rollups.is_empty());
+            let used: Vec<&str> = auto_manifest
+                .rollups
+                .iter()
+                .map(String::as_str)
+                .filter(|r| r.starts_with("plays_monthly"))
+                .collect();
+            assert_eq!(used, rollup.into_iter().collect::<Vec<_>>(), "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn explain_says_why_a_catalog_rollup_was_passed_over() {
+        let e = engine();
+        let sql = format!("SELECT a.genre, min(s.ts) AS f {JOINS} GROUP BY 1");
+        let (_, manifest) = answer(&e, &analyst(), "auto", &sql).await;
+        let reasons: Vec<_> = manifest
+            .rollups_passed_over
+            .iter()
+            .map(|p| format!("{}: {}", p.rollup, p.reason))
+            .collect();
+        assert!(
+            reasons.contains(&"plays_monthly_genre: it does not keep min(ts)".to_string()),
+            "{reasons:?}"
+        );
+    }
+}
+
 mod plan_reuse {
     //! A routed plan kept for a statement that comes again: reused only for the same
     //! principal, settings and `W`, never for statements whose plan depends on the clock.

@@ -1,9 +1,9 @@
 //! `sluice load`: the reference loader of the hot/cold contract, for whichever stores are
 //! configured.
 //!
-//! - ClickHouse (`[clickhouse]`): every event before `W` not loaded yet (those from the `W`
-//!   it recorded last, or all), then the catalog copy; only after every insert was
-//!   acknowledged is the new `W` recorded (`sluice_watermark`).
+//! - ClickHouse (`[clickhouse]`): the catalog copy, then every event before `W` not loaded yet
+//!   (those from the `W` it recorded last, or all); only after every insert was acknowledged
+//!   is the new `W` recorded (`sluice_watermark`).
 //! - Redis (`[redis]`): every event at or after `W - grace`, then `W` is published in Redis,
 //!   then events older than `W - grace` are trimmed.
 //!
@@ -87,6 +87,13 @@ async fn load_clickhouse(
         )
         .into());
     }
+    // The catalog copy first: the rollups by artist and genre join each inserted block of
+    // events with it.
+    for name in CATALOG_COPY {
+        store
+            .replace_entities(name, &entity_batches(dataset, name)?)
+            .await?;
+    }
     let start = from.unwrap_or(i64::MIN);
     let before_w = Scalar::new(TimestampMillisecondArray::from(vec![w]).with_timezone(TIME_ZONE));
     let mut pending: Vec<RecordBatch> = Vec::new();
@@ -128,11 +135,6 @@ async fn load_clickhouse(
         let merged = datafusion::arrow::compute::concat_batches(&schema, &chunk)?;
         store.insert_events(&merged).await?;
         loaded += chunk_rows;
-    }
-    for name in CATALOG_COPY {
-        store
-            .replace_entities(name, &entity_batches(dataset, name)?)
-            .await?;
     }
     // Every insert above was acknowledged: ClickHouse holds every event before W.
     store.publish_watermark(w).await?;
