@@ -436,8 +436,13 @@ mod tests {
             for c in kept {
                 assert!(t.column(c).is_some(), "{}.{c}", r.table);
             }
-            if let crate::RollupGrain::Day { column } = r.grain {
+            if let Some(column) = r.grain.column() {
                 assert_eq!(t.column(column).unwrap().data_type, timestamp_type());
+            }
+            for k in r.catalog_keys {
+                assert!(t.column(k.column).is_some(), "{}.{}", r.table, k.column);
+                assert!(r.joins.contains(&k.table), "{}: {k:?}", r.table);
+                assert!(table(k.table).unwrap().column(k.column).is_some());
             }
         }
     }

@@ -111,17 +111,24 @@ pub fn create_statements(database: &str) -> Vec<String> {
              ) ENGINE = MergeTree() ORDER BY w_ms"
         ),
     ];
-    for (name, keys) in MONTHLY_BY_CATALOG {
-        statements.extend(monthly(name, keys));
+    for (name, keys) in monthly_by_catalog() {
+        statements.extend(monthly(name, &keys));
     }
     statements
 }
 
-/// The rollups fed by joining events with the catalog copy: name and catalog keys.
-const MONTHLY_BY_CATALOG: [(&str, &str); 2] = [
-    ("plays_monthly_artist", "artist_uri, artist_name, genre"),
-    ("plays_monthly_genre", "genre"),
-];
+/// The rollups declared with joins to the catalog ([`sluice_catalog::rollups`]; all are
+/// monthly, through tracks and artists, as [`monthly_select`] builds them): name and catalog
+/// keys, as a column list.
+fn monthly_by_catalog() -> impl Iterator<Item = (&'static str, String)> {
+    sluice_catalog::rollups()
+        .iter()
+        .filter(|r| !r.joins.is_empty())
+        .map(|r| {
+            let keys: Vec<&str> = r.catalog_keys.iter().map(|k| k.column).collect();
+            (r.table, keys.join(", "))
+        })
+}
 
 /// What the materialized view of a monthly rollup by catalog keys inserts for a block of
 /// events.
@@ -144,11 +151,10 @@ fn monthly_select(db: &str, keys: &str) -> String {
 /// (or with its catalog copy loaded after its events) holds events the view never saw.
 pub(crate) fn backfill_statements(database: &str) -> Vec<(String, String)> {
     let db = quote(database);
-    MONTHLY_BY_CATALOG
-        .iter()
+    monthly_by_catalog()
         .map(|(name, keys)| {
             let state = format!("{name}_state");
-            let sql = format!("INSERT INTO {db}.{state} {}", monthly_select(&db, keys));
+            let sql = format!("INSERT INTO {db}.{state} {}", monthly_select(&db, &keys));
             (state, sql)
         })
         .collect()

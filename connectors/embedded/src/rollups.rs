@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
@@ -14,6 +13,7 @@ use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use datafusion::catalog::TableProvider;
 use sluice_catalog::{
     Dataset, PLAYS_DAILY, RollupDef, RollupGrain, TIME_ZONE, TRACK_FIRST_LAST, TRACKS,
+    month_start_ms,
 };
 use tracing::info;
 
@@ -109,7 +109,7 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
                 .and_modify(|g| g.add(t, m))
                 .or_insert(Measures::new(t, m));
             by_month
-                .entry((u, month_start(t), k))
+                .entry((u, month_start_ms(t), k))
                 .and_modify(|g| g.add(t, m))
                 .or_insert(Measures::new(t, m));
         }
@@ -154,19 +154,6 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
         info!(rollup = rollup.table, path = %path.display(), "rollup built");
     }
     Ok(())
-}
-
-/// The first ms of the UTC month holding `ts`.
-fn month_start(ts_ms: i64) -> i64 {
-    let day = chrono::DateTime::from_timestamp_millis(ts_ms)
-        .expect("an event time in chrono's range")
-        .date_naive();
-    NaiveDate::from_ymd_opt(day.year(), day.month(), 1)
-        .expect("the first of a month")
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_millis()
 }
 
 /// A catalog row's text columns, by name.

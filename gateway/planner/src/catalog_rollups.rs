@@ -26,14 +26,14 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::push_down_filter::replace_cols_by_name;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use sluice_catalog::{RollupDef, RollupGrain, STREAMS, TableKind};
+use sluice_catalog::{RollupDef, STREAMS, TableKind};
 use sluice_connector_api::{EventFilter, TimeRange};
 
 use crate::rewrite::rewrite_nodes;
 use crate::rollups::{
     AvailableRollup, Measure, Part, RollupChoice, exact_time_bound, keys_qualifier, merge_pieces,
-    partial_aggregate, period_misfit, range_filter, rollup_measure, rollup_piece, streams_input,
-    whole_periods,
+    missing_measure, partial_aggregate, period_misfit, range_filter, rollup_measure, rollup_piece,
+    streams_input, whole_periods,
 };
 use crate::settings::RouteMode;
 use crate::streams::{QueryScope, QueryScopeOption, Route, RouteBranch, streams_branches};
@@ -230,10 +230,7 @@ impl ColumnMap<'_> {
             if table == STREAMS {
                 return match c.name.as_str() {
                     "user_id" => Some("user_id"),
-                    TS => match self.def.grain {
-                        RollupGrain::Day { column } | RollupGrain::Month { column } => Some(column),
-                        RollupGrain::AllTime => None,
-                    },
+                    TS => self.def.grain.column(),
                     name => self.def.keys.iter().find(|k| **k == name).copied(),
                 };
             }
@@ -322,7 +319,8 @@ fn fit(
     let range = whole_periods(def.grain, cold, w).ok_or("no whole period before W")?;
     let mut filters = Vec::new();
     for f in other_filters {
-        if columns_named(f, TS) || columns_named(f, "ms_played") {
+        // (The time filters are apart: `streams.ts` is in none of these.)
+        if f.column_refs().iter().any(|c| c.name == "ms_played") {
             return Err(format!("filter {f} needs raw events"));
         }
         filters.push(map.rewrite(f)?);
@@ -331,21 +329,16 @@ fn fit(
         .iter()
         .map(|g| map.rewrite(g))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    if let Some(why) = measures.iter().find_map(|(m, _)| missing_measure(def, m)) {
+        return Err(why);
+    }
     let mut parts = Vec::with_capacity(measures.len());
     for (m, _) in measures {
         parts.push(match m {
             Measure::MinOf(e) => Part::Agg(min(map.rewrite(e)?)),
             Measure::MaxOf(e) => Part::Agg(max(map.rewrite(e)?)),
             Measure::DistinctOf(e) => Part::Key(map.rewrite(e)?),
-            m => Part::Agg(rollup_measure(def, m).ok_or_else(|| {
-                let what = match m {
-                    Measure::FirstTs => "min(ts)",
-                    Measure::LastTs => "max(ts)",
-                    Measure::MsPlayed => "sum(ms_played)",
-                    _ => "count(*)",
-                };
-                format!("it does not keep {what}")
-            })?),
+            m => Part::Agg(rollup_measure(def, m).expect("checked by missing_measure")),
         });
     }
     Ok(Fitted {
@@ -354,10 +347,6 @@ fn fit(
         parts,
         filters,
     })
-}
-
-fn columns_named(e: &Expr, name: &str) -> bool {
-    e.column_refs().iter().any(|c| c.name == name)
 }
 
 /// `plan` with its read of `streams` restricted to `range` (a filter the split of `streams`

@@ -43,7 +43,6 @@ use crate::streams::{
     QueryScope, QueryScopeOption, Route, RouteBranch, branch_plan, streams_branches, ts_literal,
 };
 
-const DAY_MS: i64 = 86_400_000;
 const TS: &str = "ts";
 const MS_PLAYED: &str = "ms_played";
 /// Columns of `streams` that every rollup keeps (with its own keys).
@@ -343,16 +342,8 @@ fn rollup_misfit(
     if let Some(f) = other_filters.iter().find(|f| !only_keys(f)) {
         return Some(format!("filter {f} needs raw events"));
     }
-    for m in measures {
-        let missing = match m {
-            Measure::MsPlayed if def.ms_played.is_none() => Some("sum(ms_played)"),
-            Measure::FirstTs if def.first_ts.is_none() => Some("min(ts)"),
-            Measure::LastTs if def.last_ts.is_none() => Some("max(ts)"),
-            _ => None,
-        };
-        if let Some(what) = missing {
-            return Some(format!("it does not keep {what}"));
-        }
+    if let Some(why) = measures.iter().find_map(|m| missing_measure(def, m)) {
+        return Some(why);
     }
     match def.grain {
         RollupGrain::AllTime => {
@@ -371,6 +362,17 @@ fn rollup_misfit(
         }
     }
     None
+}
+
+/// Why a rollup cannot give one of the measures it reads from its own columns, if it cannot.
+pub(crate) fn missing_measure(def: &RollupDef, m: &Measure) -> Option<String> {
+    let what = match m {
+        Measure::MsPlayed if def.ms_played.is_none() => "sum(ms_played)",
+        Measure::FirstTs if def.first_ts.is_none() => "min(ts)",
+        Measure::LastTs if def.last_ts.is_none() => "max(ts)",
+        _ => return None,
+    };
+    Some(format!("it does not keep {what}"))
 }
 
 /// What a rollup of days or months cannot answer: grouping by time finer than its grain, or
@@ -397,40 +399,14 @@ pub(crate) fn period_misfit(
 /// The whole UTC periods of `grain` (days or calendar months) inside `cold` (a range before
 /// `w`), if any; the whole range for a rollup without time.
 pub(crate) fn whole_periods(grain: RollupGrain, cold: TimeRange, w: i64) -> Option<TimeRange> {
-    let floor = |ms: i64| -> i64 {
-        match grain {
-            RollupGrain::Month { .. } => month_floor(ms),
-            _ => ms.div_euclid(DAY_MS) * DAY_MS,
-        }
-    };
-    let ceil = |ms: i64| -> i64 {
-        let f = floor(ms);
-        match grain {
-            _ if f == ms => ms,
-            RollupGrain::Month { .. } => month_floor(f + 32 * DAY_MS),
-            _ => f + DAY_MS,
-        }
-    };
     if grain == RollupGrain::AllTime {
         return (!cold.is_empty()).then_some(cold);
     }
     let periods = TimeRange {
-        start_ms: cold.start_ms.map(ceil),
-        end_ms: Some(floor(cold.end_ms.unwrap_or(w).min(w))),
+        start_ms: cold.start_ms.map(|s| grain.next_period_start(s)),
+        end_ms: Some(grain.period_start(cold.end_ms.unwrap_or(w).min(w))),
     };
     (!periods.is_empty()).then_some(periods)
-}
-
-/// The first ms of the UTC calendar month holding `ms` (times outside chrono's range are
-/// left as they are: no rollup covers them).
-fn month_floor(ms: i64) -> i64 {
-    use chrono::{Datelike, NaiveDate};
-    let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
-        return ms;
-    };
-    NaiveDate::from_ymd_opt(t.year(), t.month(), 1)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map_or(ms, |d| d.and_utc().timestamp_millis())
 }
 
 pub(crate) fn range_filter(column: Expr, range: TimeRange) -> Option<Expr> {
@@ -735,9 +711,9 @@ fn partial(
 ) -> Result<LogicalPlan> {
     let to_piece = |e: Expr| -> Result<Expr> {
         let Some(r) = rollup else { return Ok(e) };
-        rename_columns(e, streams, r.def.table, |name| match (name, r.def.grain) {
-            (TS, RollupGrain::Day { column } | RollupGrain::Month { column }) => column,
-            (other, _) => other,
+        rename_columns(e, streams, r.def.table, |name| match r.def.grain.column() {
+            Some(column) if name == TS => column,
+            _ => name,
         })
     };
     let stream_col = |n: &str| Expr::Column(Column::new(Some(streams.clone()), n));
@@ -875,7 +851,7 @@ pub(crate) fn rollup_piece(
     } else {
         Arc::new(CountedTable::new(Arc::clone(&r.table), &r.source, "cold"))
     };
-    if let RollupGrain::Day { column } | RollupGrain::Month { column } = r.def.grain
+    if let Some(column) = r.def.grain.column()
         && let Some(f) = range_filter(Expr::Column(Column::new(Some(name.clone()), column)), days)
     {
         filters.push(f);
