@@ -21,6 +21,7 @@ Writes results.json, results.md and charts (PNG) to the results folder.
 """
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -415,12 +416,17 @@ def profile(args, gw, ch, contexts, analyst_ctx):
                         t.append((time.perf_counter() - t0) * 1e3)
                     log(f"profile: {q.key}: ClickHouse alone p50 {statistics.median(t):.2f} ms "
                         f"for {sql[:300]}")
-    recorder = None
-    if args.perf:
-        recorder = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(gw.proc.pid),
-                                     "-o", str(args.perf)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+    with perf_recording(args, gw):
+        times, execute, cpu_ms = profile_loop(args, gw, conns, questions, cases)
+    for key, t in times.items():
+        log(f"profile: {key}: p50 {statistics.median(t):.2f} ms over {len(t)} queries "
+            f"(of which execute, until FlightInfo: {statistics.median(execute[key]):.2f} ms)")
+    log(f"profile: gateway CPU {cpu_ms:.2f} ms per query")
+    for conn in conns.values():
+        conn.close()
+
+
+def profile_loop(args, gw, conns, questions, cases):
     times = {q.key: [] for q in questions}
     execute = {q.key: [] for q in questions}
     cpu0, stop_at, i = gw.stats.cpu(), time.perf_counter() + args.profile_seconds, 0
@@ -434,16 +440,24 @@ def profile(args, gw, ch, contexts, analyst_ctx):
             cur.fetch_arrow_table()  # DoGet: runs the plan
         times[q.key].append((time.perf_counter() - t0) * 1e3)
         execute[q.key].append((t1 - t0) * 1e3)
-    cpu_ms = (gw.stats.cpu() - cpu0) * 1e3 / max(i, 1)
-    if recorder is not None:
+    return times, execute, (gw.stats.cpu() - cpu0) * 1e3 / max(i, 1)
+
+
+@contextlib.contextmanager
+def perf_recording(args, gw):
+    """`perf record` of the gateway while the block runs, when `--perf` asks for it."""
+    if not args.perf:
+        yield
+        return
+    recorder = subprocess.Popen(
+        ["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(gw.proc.pid),
+         "-o", str(args.perf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
         recorder.send_signal(signal.SIGINT)
         recorder.wait()
-    for key, t in times.items():
-        log(f"profile: {key}: p50 {statistics.median(t):.2f} ms over {len(t)} queries "
-            f"(of which execute, until FlightInfo: {statistics.median(execute[key]):.2f} ms)")
-    log(f"profile: gateway CPU {cpu_ms:.2f} ms per query")
-    for conn in conns.values():
-        conn.close()
 
 
 def floor(args, gw, floor_gw):
@@ -588,7 +602,8 @@ def main():
     ap.add_argument("--profile", metavar="KEY[,KEY...]",
                     help="instead of the benchmark: ask these questions (on auto, one client, "
                     "the sampled listeners in turn) for --profile-seconds and print latency and "
-                    "gateway CPU per query; with --perf FILE, record the gateway with perf")
+                    "gateway CPU per query; 'bulk': run the bulk export's passes instead; with "
+                    "--perf FILE, record the gateway with perf")
     ap.add_argument("--profile-seconds", type=float, default=20)
     ap.add_argument("--profile-sql", action="append", metavar="SQL",
                     help="with --profile: also this statement, asked by each sampled listener")
@@ -637,6 +652,10 @@ def main():
             r = redis.Redis(host="127.0.0.1", port=redis_port)
 
             gw = start_sluice(args.sluice, config, data, tmp, "sluice")
+            if args.profile == "bulk":
+                with perf_recording(args, gw):
+                    log(f"profile: {bulk_export(args, gw, ch, users[: args.bulk_listeners], w)}")
+                return
             if args.profile:
                 profile(args, gw, ch, contexts, analyst_ctx)
                 return

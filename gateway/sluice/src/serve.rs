@@ -182,8 +182,22 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let executor = QueryExecutor::new(queries.handle().clone());
+    let query_runtime = queries.handle().clone();
     let served = runtime.block_on(async move {
-        let (sources, hot_name) = open_sources(&dataset, redis, clickhouse, hot_days).await?;
+        // Opened on the query runtime, where plans read them: a connection's own task
+        // (ClickHouse's HTTP, Redis's multiplexer) then wakes its reader on the same
+        // threads rather than across runtimes for every chunk of a result.
+        let opening = query_runtime.spawn({
+            let dataset = dataset.clone();
+            async move {
+                open_sources(&dataset, redis, clickhouse, hot_days)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+        let (sources, hot_name) = opening
+            .await
+            .map_err(|e| format!("opening the sources: {e}"))??;
         let watermark = sources.watermark.current_ms().await.unwrap_or(i64::MIN);
         let engine = Arc::new(
             QueryEngine::new(sources)?
