@@ -433,6 +433,8 @@ def profile_loop(args, gw, conns, questions, cases):
     while time.perf_counter() < stop_at:
         q, c = cases[i % len(cases)]
         i += 1
+        if args.profile_gap_ms:
+            time.sleep(args.profile_gap_ms / 1e3)
         t0 = time.perf_counter()
         with conns[c.user].cursor() as cur:
             cur.execute(q.sluice(c))  # prepare (plans) and GetFlightInfo
@@ -607,6 +609,9 @@ def main():
     ap.add_argument("--profile-seconds", type=float, default=20)
     ap.add_argument("--profile-sql", action="append", metavar="SQL",
                     help="with --profile: also this statement, asked by each sampled listener")
+    ap.add_argument("--profile-gap-ms", type=float, default=0,
+                    help="with --profile: pause this long between queries (the benchmark's "
+                    "interleaved passes leave the gateway idle 10-100 ms between its queries)")
     ap.add_argument("--perf", type=Path, help="perf.data to write during --profile")
     args = ap.parse_args()
     if args.quick:

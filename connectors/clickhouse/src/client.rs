@@ -1,5 +1,6 @@
 //! The transport: the `clickhouse` crate over HTTP. Results come back in `Native` format
-//! (columnar, on every server version) and are decoded block by block as they arrive. A
+//! (columnar, on every server version) and are decoded block by block as they arrive
+//! ([`crate::native`]). A
 //! result stream that is dropped before its end (the client cancelled or went away) kills
 //! its query on the server, so ClickHouse stops working for nobody.
 
@@ -19,6 +20,7 @@ use tracing::{debug, warn};
 use crate::arrow::BlockDecoder;
 use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
+use crate::native::{NativeBlocks, ReadError};
 
 static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -243,6 +245,7 @@ impl ClickHouseClient {
             client: self.clone(),
             cursor,
             error,
+            blocks: NativeBlocks::default(),
             decoder,
             guard,
             deadline,
@@ -278,11 +281,43 @@ impl ClickHouseClient {
         &self,
         sql: &str,
         query_id: &str,
-    ) -> clickhouse::error::Result<clickhouse::query::NativeCursor> {
+    ) -> clickhouse::error::Result<clickhouse::query::BytesCursor> {
         self.reader()
             .query(sql)
             .with_setting("query_id", query_id)
-            .fetch_native()
+            .fetch_bytes("Native")
+    }
+
+    /// A result that could not be read, as the error the user sees.
+    fn read_err(&self, e: ReadError) -> Error {
+        let endpoint = self.endpoint.to_string();
+        match e {
+            ReadError::Unsupported { column, data_type } => Error::UnsupportedType {
+                endpoint,
+                column,
+                clickhouse_type: data_type,
+            },
+            ReadError::Malformed {
+                column: Some(column),
+                message,
+            } => Error::Decode {
+                endpoint,
+                column,
+                message,
+            },
+            ReadError::Malformed {
+                column: None,
+                message,
+            } => Error::Unexpected {
+                endpoint,
+                message: format!("unreadable Native result: {message}"),
+            },
+            ReadError::Server(text) => Error::Request {
+                endpoint,
+                op: "query",
+                source: clickhouse::error::Error::BadResponse(text),
+            },
+        }
     }
 }
 
@@ -324,12 +359,14 @@ where
 
 struct State {
     client: ClickHouseClient,
-    cursor: Option<clickhouse::query::NativeCursor>,
+    /// The response, until its last byte has arrived.
+    cursor: Option<clickhouse::query::BytesCursor>,
     error: Option<Error>,
+    blocks: NativeBlocks,
     decoder: BlockDecoder,
     guard: KillOnDrop,
     deadline: tokio::time::Instant,
-    /// The statement, until its first block arrives: a read that failed in the network
+    /// The statement, until its first bytes arrive: a read that failed in the network
     /// before that is sent once more (a kept-alive connection the server closed just as
     /// it was reused fails this way, and a SELECT is safe to repeat).
     retry: Option<String>,
@@ -341,18 +378,35 @@ impl State {
             self.guard.query_id = None;
             return Err(e);
         }
-        let Some(cursor) = self.cursor.as_mut() else {
-            return Ok(None);
-        };
         loop {
-            let block = match tokio::time::timeout_at(self.deadline, cursor.next()).await {
-                Ok(Ok(b)) => b,
+            let block = if self.cursor.is_some() {
+                self.blocks.next_block()
+            } else {
+                self.blocks.finish()
+            };
+            match block.map_err(|e| self.client.read_err(e))? {
+                // Empty blocks (a header, or a filtered-out block) carry nothing.
+                Some(b) if b.rows == 0 => continue,
+                Some(b) => return self.decoder.decode(b).map(Some),
+                None if self.cursor.is_none() => {
+                    self.guard.query_id = None;
+                    return Ok(None);
+                }
+                None => {}
+            }
+            let cursor = self.cursor.as_mut().expect("checked above");
+            match tokio::time::timeout_at(self.deadline, cursor.next()).await {
+                Ok(Ok(Some(chunk))) => {
+                    self.retry = None;
+                    self.blocks.push(&chunk);
+                }
+                Ok(Ok(None)) => self.cursor = None,
                 Ok(Err(clickhouse::error::Error::Network(source))) if self.retry.is_some() => {
                     let sql = self.retry.take().expect("checked by the guard");
                     let first = self.guard.query_id.take().unwrap_or_default();
                     let again = format!("{first}-retry");
                     warn!(endpoint = %self.client.endpoint, query_id = %first, error = %source,
-                        "ClickHouse read failed before its first block; sending it again");
+                        "ClickHouse read failed before its first bytes; sending it again");
                     self.guard.query_id = Some(again.clone());
                     match self.client.start_native(&sql, &again) {
                         Ok(c) => *cursor = c,
@@ -362,7 +416,6 @@ impl State {
                             return Err(self.client.request_err("query")(source));
                         }
                     }
-                    continue;
                 }
                 Ok(Err(source)) => {
                     self.cursor = None;
@@ -378,17 +431,6 @@ impl State {
                     return Err(self
                         .client
                         .timeout_err("query", self.client.config.query_timeout()));
-                }
-            };
-            self.retry = None;
-            match block {
-                // Empty blocks (a header, or a filtered-out block) carry nothing.
-                Some(b) if b.num_rows() == 0 => continue,
-                Some(b) => return self.decoder.decode(&b).map(Some),
-                None => {
-                    self.cursor = None;
-                    self.guard.query_id = None;
-                    return Ok(None);
                 }
             }
         }

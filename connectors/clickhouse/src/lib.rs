@@ -11,6 +11,7 @@ mod config;
 mod dialect;
 mod error;
 mod executor;
+mod native;
 mod pushdown;
 mod schema;
 mod store;
