@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Field, Float64Type, Int64Type, Schema, TimeUnit,
-    TimestampMillisecondType, UInt8Type,
+    TimestampMillisecondType, UInt8Type, UInt64Type,
 };
 use futures::StreamExt;
 use sluice_connector_clickhouse::{ClickHouseClient, ClickHouseConfig};
@@ -160,6 +160,47 @@ async fn against_a_private_server() {
         message.contains("\"price\"") && message.contains("Decimal"),
         "{message}"
     );
+
+    // A result of many blocks, each read whole across the server's small HTTP chunks.
+    let many = |to: u64| {
+        format!(
+            "SELECT number AS n, concat('track:', toString(number)) AS uri \
+             FROM system.numbers WHERE throwIf(number = {to}) = 0 LIMIT 300000"
+        )
+    };
+    let fields = || {
+        vec![
+            Field::new("n", DataType::UInt64, false),
+            Field::new("uri", DataType::Utf8, false),
+        ]
+    };
+    let batches = collect(&ch, &many(u64::MAX), fields())
+        .await
+        .expect("many blocks");
+    assert!(batches.len() > 1, "{} batches", batches.len());
+    let mut next = 0u64;
+    for b in &batches {
+        let (n, uri) = (b.column(0).as_primitive::<UInt64Type>(), b.column(1));
+        for (i, n) in n.values().iter().enumerate() {
+            assert_eq!(*n, next);
+            assert_eq!(uri.as_string::<i32>().value(i), format!("track:{n}"));
+            next += 1;
+        }
+    }
+    assert_eq!(next, 300_000);
+
+    // ClickHouse failing after it has sent blocks appends its exception to the body: the
+    // error carries ClickHouse's message.
+    let mut stream = ch.query_arrow(many(250_000), Arc::new(Schema::new(fields())));
+    let mut rows_before = 0;
+    let err = loop {
+        match stream.next().await.expect("an error before the end") {
+            Ok(b) => rows_before += b.num_rows(),
+            Err(e) => break e,
+        }
+    };
+    assert!(rows_before > 0, "the error came before any block");
+    assert!(err.to_string().contains("throwIf"), "{err}");
 
     // A query past the time limit fails in about that time, naming ClickHouse.
     let started = Instant::now();
