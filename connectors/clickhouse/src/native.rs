@@ -8,8 +8,8 @@
 //! again into Arrow: together 38% of the gateway's CPU in a bulk export.
 //!
 //! A block's length is not in the format: it is found by walking the block's structure
-//! (lengths of strings, sizes of arrays) without decoding. The walk restarts from the block's
-//! start, so it is retried only once the buffer has grown by half.
+//! (lengths of strings, sizes of arrays) without decoding, resumed where it stopped as more
+//! bytes arrive, and retried only once the buffer has grown by half.
 
 use std::sync::Arc;
 
@@ -54,11 +54,38 @@ pub(crate) enum ReadError {
 }
 
 /// Buffers a `Native` result's bytes and hands out its blocks as they complete.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct NativeBlocks {
     buf: BytesMut,
+    /// Bytes buffered before the first attempt to frame a block.
+    first_attempt: usize,
     /// Buffered bytes needed before the next attempt to frame a block.
     next_attempt: usize,
+    /// How far the walk of the block at the buffer's start got.
+    walk: Walk,
+}
+
+/// Where the walk of an incomplete block resumes, so that no string is walked twice: after
+/// the header, at the first column not walked whole, and within a top-level string column
+/// at its first string not walked. Other columns are walked again from their start.
+#[derive(Debug, Default, PartialEq)]
+struct Walk {
+    header: Option<(usize, usize)>,
+    columns_done: usize,
+    column_start: usize,
+    /// Strings walked in the current column, and where the next one starts.
+    strings: Option<(usize, usize)>,
+}
+
+impl Default for NativeBlocks {
+    fn default() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            first_attempt: FIRST_ATTEMPT,
+            next_attempt: 0,
+            walk: Walk::default(),
+        }
+    }
 }
 
 impl NativeBlocks {
@@ -68,7 +95,7 @@ impl NativeBlocks {
 
     /// The next block, if all of it is buffered.
     pub(crate) fn next_block(&mut self) -> Result<Option<Block>, ReadError> {
-        if self.buf.len() < self.next_attempt.max(FIRST_ATTEMPT) {
+        if self.buf.len() < self.next_attempt.max(self.first_attempt) {
             return Ok(None);
         }
         self.frame()
@@ -90,18 +117,16 @@ impl NativeBlocks {
     }
 
     fn frame(&mut self) -> Result<Option<Block>, ReadError> {
-        let mut walk = Reader::new(&self.buf);
-        match read_block::<false>(&mut walk) {
-            Ok(_) => {
-                let len = walk.pos;
+        match walk_block(&self.buf, &mut self.walk) {
+            Ok(len) => {
                 let bytes = self.buf.split_to(len);
                 self.next_attempt = 0;
+                self.walk = Walk::default();
                 let mut reader = Reader::new(&bytes);
-                let block = read_block::<true>(&mut reader).map_err(|(column, f)| {
+                read_block(&mut reader).map(Some).map_err(|(column, f)| {
                     f.into_error(column, &bytes)
                         .expect("the walk framed this block")
-                })?;
-                Ok(block)
+                })
             }
             Err((_, Fault::Short { needed })) => {
                 self.next_attempt = needed.max(self.buf.len() + self.buf.len() / 2);
@@ -229,39 +254,100 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads (or, unless `BUILD`, walks) one block; a fault carries the column it happened in.
-fn read_block<const BUILD: bool>(
-    r: &mut Reader<'_>,
-) -> Result<Option<Block>, (Option<String>, Fault)> {
-    let header = |r: &mut Reader<'_>| Ok((r.length("a column count")?, r.length("a row count")?));
-    let (columns, rows) = header(r).map_err(|f| (None, f))?;
-    let mut out = Vec::with_capacity(if BUILD { columns } else { 0 });
-    for _ in 0..columns {
-        let name = r.text("a column name").map_err(|f| (None, f))?;
-        let in_column = |f| (Some(name.to_string()), f);
-        let type_name = r.text("a column type").map_err(in_column)?;
-        let data_type = DataTypeNode::new(type_name)
-            .map_err(|e| Fault::Malformed(format!("unreadable type {type_name:?}: {e}")))
-            .map_err(in_column)?;
-        let array = if rows == 0 {
-            None
-        } else {
-            state_prefix(r, &data_type).map_err(in_column)?;
-            read::<BUILD>(r, &data_type, rows, None).map_err(in_column)?
-        };
-        if BUILD {
-            let array = match array {
-                Some(a) => a,
-                None => empty(&data_type).map_err(in_column)?,
-            };
-            out.push(Column {
-                name: name.to_string(),
-                data_type,
-                array,
-            });
-        }
+type ColumnFault = (Option<String>, Fault);
+
+fn header(r: &mut Reader<'_>) -> Result<(usize, usize), ColumnFault> {
+    let columns = r.length("a column count").map_err(|f| (None, f))?;
+    let rows = r.length("a row count").map_err(|f| (None, f))?;
+    Ok((columns, rows))
+}
+
+/// A column's name and type, then the prefixes its data starts with (if it has rows).
+fn column_head<'a>(
+    r: &mut Reader<'a>,
+    rows: usize,
+) -> Result<(&'a str, DataTypeNode), ColumnFault> {
+    let name = r.text("a column name").map_err(|f| (None, f))?;
+    let in_column = |f| (Some(name.to_string()), f);
+    let type_name = r.text("a column type").map_err(in_column)?;
+    let data_type = DataTypeNode::new(type_name)
+        .map_err(|e| Fault::Malformed(format!("unreadable type {type_name:?}: {e}")))
+        .map_err(in_column)?;
+    if rows > 0 {
+        state_prefix(r, &data_type).map_err(in_column)?;
     }
-    Ok(BUILD.then_some(Block { rows, columns: out }))
+    Ok((name, data_type))
+}
+
+/// The length of the block at the start of `buf`, walked without decoding from where the
+/// last walk stopped (`walk`).
+fn walk_block(buf: &[u8], walk: &mut Walk) -> Result<usize, ColumnFault> {
+    let mut r = Reader::new(buf);
+    let (columns, rows) = match walk.header {
+        Some(h) => h,
+        None => {
+            let h = header(&mut r)?;
+            walk.header = Some(h);
+            walk.column_start = r.pos;
+            h
+        }
+    };
+    while walk.columns_done < columns {
+        r.pos = walk.column_start;
+        let (name, data_type) = column_head(&mut r, rows)?;
+        let walked = match (&data_type, rows) {
+            (_, 0) => Ok(()),
+            (DataTypeNode::String, _) => walk_strings(&mut r, rows, &mut walk.strings),
+            (DataTypeNode::Nullable(inner), _) if **inner == DataTypeNode::String => r
+                .skip(rows)
+                .and_then(|()| walk_strings(&mut r, rows, &mut walk.strings)),
+            (t, _) => read::<false>(&mut r, t, rows, None).map(|_| ()),
+        };
+        walked.map_err(|f| (Some(name.to_string()), f))?;
+        walk.columns_done += 1;
+        walk.column_start = r.pos;
+        walk.strings = None;
+    }
+    Ok(r.pos)
+}
+
+/// Walks a column's strings from where `progress` says the last walk stopped.
+fn walk_strings(
+    r: &mut Reader<'_>,
+    rows: usize,
+    progress: &mut Option<(usize, usize)>,
+) -> Result<(), Fault> {
+    let (mut done, at) = progress.unwrap_or((0, r.pos));
+    r.pos = at;
+    while done < rows {
+        let start = r.pos;
+        let step = r.length("a string's length").and_then(|len| r.skip(len));
+        if let Err(fault) = step {
+            *progress = Some((done, start));
+            return Err(fault);
+        }
+        done += 1;
+    }
+    Ok(())
+}
+
+/// Reads one whole block; a fault carries the column it happened in.
+fn read_block(r: &mut Reader<'_>) -> Result<Block, ColumnFault> {
+    let (columns, rows) = header(r)?;
+    let mut out = Vec::with_capacity(columns);
+    for _ in 0..columns {
+        let (name, data_type) = column_head(r, rows)?;
+        let in_column = |f| (Some(name.to_string()), f);
+        let array = read::<true>(r, &data_type, rows, None)
+            .map_err(in_column)?
+            .expect("built");
+        out.push(Column {
+            name: name.to_string(),
+            data_type,
+            array,
+        });
+    }
+    Ok(Block { rows, columns: out })
 }
 
 /// The serialization prefixes a column's data starts with: one per `LowCardinality` in it.
@@ -277,11 +363,6 @@ fn state_prefix(r: &mut Reader<'_>, t: &DataTypeNode) -> Result<(), Fault> {
         T::Array(elem) => state_prefix(r, elem),
         _ => Ok(()),
     }
-}
-
-fn empty(t: &DataTypeNode) -> Result<ArrayRef, Fault> {
-    let mut none = Reader::new(&[]);
-    Ok(read::<true>(&mut none, t, 0, None)?.expect("built"))
 }
 
 /// The bytes each value of a fixed-width type takes.
@@ -596,7 +677,14 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8], chunk: usize) -> Result<Vec<Block>, ReadError> {
-        let mut blocks = NativeBlocks::default();
+        read_chunked(NativeBlocks::default(), bytes, chunk)
+    }
+
+    fn read_chunked(
+        mut blocks: NativeBlocks,
+        bytes: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<Block>, ReadError> {
         let mut out = vec![];
         for c in bytes.chunks(chunk) {
             blocks.push(c);
@@ -623,6 +711,51 @@ mod tests {
             assert_eq!(ts.values(), &[1000, 1001]);
             assert_eq!(blocks[0].columns[1].name, "ts");
         }
+    }
+
+    /// With no minimum for the first attempt, the walk stops and resumes inside the block.
+    #[test]
+    fn the_walk_resumes_where_it_stopped() {
+        let mut n = Native::default();
+        n.header(3, 3)
+            .column("s", "Nullable(String)")
+            .bytes(&[0, 1, 0]);
+        n.string("a").string("").string("ccc");
+        n.column("arr", "Array(String)").u64(1).u64(1).u64(2);
+        n.string("x").string("y");
+        n.column("t", "String").string("p").string("q").string("r");
+        let eager = || NativeBlocks {
+            first_attempt: 0,
+            ..NativeBlocks::default()
+        };
+        for chunk in 1..=5 {
+            let [block] = &read_chunked(eager(), &n.0, chunk).unwrap()[..] else {
+                panic!("one block")
+            };
+            let s = block.columns[0].array.as_string::<i32>();
+            assert_eq!(s.iter().collect::<Vec<_>>(), [Some("a"), None, Some("ccc")]);
+            let lists = block.columns[1].array.as_list::<i32>();
+            assert_eq!(lists.value_offsets(), &[0, 1, 1, 2]);
+            let t = block.columns[2].array.as_string::<i32>();
+            assert_eq!(t.value(2), "r");
+        }
+        // Cut inside the last column: the walk keeps the strings it has passed.
+        let mut blocks = eager();
+        blocks.push(&n.0[..n.0.len() - 3]);
+        assert!(blocks.next_block().unwrap().is_none());
+        assert_eq!(blocks.walk.columns_done, 2);
+        assert!(
+            matches!(blocks.walk.strings, Some((1, _))),
+            "{:?}",
+            blocks.walk
+        );
+        blocks.push(&n.0[n.0.len() - 3..]);
+        assert!(
+            blocks.next_block().unwrap().is_none(),
+            "not the half more it waits for"
+        );
+        assert_eq!(blocks.finish().unwrap().expect("whole").rows, 3);
+        assert_eq!(blocks.walk, Walk::default());
     }
 
     #[test]
