@@ -1,8 +1,8 @@
 //! The transport: the `clickhouse` crate over HTTP. Results come back in `Native` format
 //! (columnar, on every server version) and are decoded block by block as they arrive
-//! ([`crate::native`]). A
-//! result stream that is dropped before its end (the client cancelled or went away) kills
-//! its query on the server, so ClickHouse stops working for nobody.
+//! ([`crate::native`]). A result stream that is dropped before its end (the client
+//! cancelled or went away) kills its query on the server, so ClickHouse stops working for
+//! nobody.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -211,6 +211,14 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
+    /// `rows` values of `width` bytes each.
+    fn take_values(&mut self, width: usize, rows: usize) -> Result<&'a [u8], Fault> {
+        let size = width
+            .checked_mul(rows)
+            .ok_or_else(|| Fault::Malformed(format!("{rows} rows is out of range")))?;
+        self.take(size)
+    }
+
     fn skip(&mut self, n: usize) -> Result<(), Fault> {
         self.take(n).map(|_| ())
     }
@@ -387,10 +395,7 @@ fn read<const BUILD: bool>(
 ) -> Result<Option<ArrayRef>, Fault> {
     use DataTypeNode as T;
     if let Some(width) = fixed_width(t) {
-        let size = width
-            .checked_mul(rows)
-            .ok_or_else(|| Fault::Malformed(format!("{rows} rows is out of range")))?;
-        let bytes = r.take(size)?;
+        let bytes = r.take_values(width, rows)?;
         return Ok(BUILD.then(|| fixed(t, bytes, nulls)));
     }
     match t {
@@ -402,10 +407,7 @@ fn read<const BUILD: bool>(
         }
         T::String => strings::<BUILD>(r, rows, nulls),
         T::FixedString(n) => {
-            let size = n
-                .checked_mul(rows)
-                .ok_or_else(|| Fault::Malformed(format!("{rows} rows is out of range")))?;
-            let bytes = r.take(size)?;
+            let bytes = r.take_values(*n, rows)?;
             if !BUILD {
                 return Ok(None);
             }
@@ -430,7 +432,8 @@ fn read<const BUILD: bool>(
                 return Ok(None);
             };
             let offsets = std::iter::once(0).chain(ends).collect::<Vec<i32>>();
-            let field = Field::new_list_field(values.data_type().clone(), elem.is_nullable());
+            let nullable = matches!(elem.remove_low_cardinality(), T::Nullable(_));
+            let field = Field::new_list_field(values.data_type().clone(), nullable);
             ListArray::try_new(
                 Arc::new(field),
                 OffsetBuffer::new(ScalarBuffer::from(offsets)),
@@ -442,16 +445,6 @@ fn read<const BUILD: bool>(
         }
         T::LowCardinality(inner) => low_cardinality::<BUILD>(r, inner, rows),
         other => Err(Fault::Unsupported(other.to_string())),
-    }
-}
-
-trait NullableType {
-    fn is_nullable(&self) -> bool;
-}
-
-impl NullableType for DataTypeNode {
-    fn is_nullable(&self) -> bool {
-        matches!(self.remove_low_cardinality(), DataTypeNode::Nullable(_))
     }
 }
 
@@ -517,11 +510,7 @@ fn strings<const BUILD: bool>(
     nulls: Option<NullBuffer>,
 ) -> Result<Option<ArrayRef>, Fault> {
     if !BUILD {
-        for _ in 0..rows {
-            let len = r.length("a string's length")?;
-            r.skip(len)?;
-        }
-        return Ok(None);
+        return walk_strings(r, rows, &mut None).map(|()| None);
     }
     let mut offsets = Vec::with_capacity(rows + 1);
     offsets.push(0i32);
