@@ -78,16 +78,25 @@ def test_init_fills_a_rollup_the_events_came_before(clickhouse, clickhouse_confi
     assert ch(clickhouse, f"SELECT sum(plays) FROM {CLICKHOUSE_DB}.plays_monthly_genre") == cold
 
 
-def last_query(clickhouse, marker):
-    """The newest query ClickHouse logged whose text contains `marker`, with its rows."""
+def logged_queries(clickhouse, marker):
+    """The queries ClickHouse logged whose text contains `marker`, by query id, with their rows
+    (event_time has whole seconds only: two queries in one second cannot be ordered by it)."""
     ch(clickhouse, "SYSTEM FLUSH LOGS")
     rows = ch(clickhouse, f"""
-        SELECT query, read_rows, result_rows FROM system.query_log
-        WHERE type = 2 AND query LIKE '%{marker}%' AND query NOT LIKE '%query_log%'
-        ORDER BY event_time DESC LIMIT 1""")
-    assert rows, f"ClickHouse logged no query with {marker!r}"
-    query, read_rows, result_rows = rows.split("\t")
-    return query.replace("\\'", "'"), int(read_rows), int(result_rows)
+        SELECT query_id, query, read_rows, result_rows FROM system.query_log
+        WHERE type = 2 AND query LIKE '%{marker}%' AND query NOT LIKE '%query_log%'""")
+    logged = {}
+    for line in rows.splitlines():
+        query_id, query, read_rows, result_rows = line.split("\t")
+        logged[query_id] = (query.replace("\\'", "'"), int(read_rows), int(result_rows))
+    return logged
+
+
+def new_query(clickhouse, marker, before):
+    """The one query with `marker` that ClickHouse logged since `before` (`logged_queries`)."""
+    new = [q for i, q in logged_queries(clickhouse, marker).items() if i not in before]
+    assert len(new) == 1, f"ClickHouse logged {len(new)} new queries with {marker!r}: {new}"
+    return new[0]
 
 
 def test_a_cross_listener_aggregate_joined_with_artists_moves_only_its_groups(
@@ -106,11 +115,12 @@ def test_a_cross_listener_aggregate_joined_with_artists_moves_only_its_groups(
         GROUP BY a.genre ORDER BY plays DESC, a.genre""")
     read = {}
     for route in ("raw", "auto"):
+        before = logged_queries(clickhouse, '"genre"')
         with connect(clickhouse_server, "analyst") as conn:
             with conn.cursor() as cur:
                 cur.execute(f"SET sluice.route = '{route}'")
             assert sluice_rows(conn, sql) == expected, route
-        query, read_rows, result_rows = last_query(clickhouse, '"genre"')
+        query, read_rows, result_rows = new_query(clickhouse, '"genre"', before)
         # One statement did the filtering (joining) and grouping in ClickHouse, and sent the
         # gateway one row per genre, out of a year of every listener's events ...
         assert "GROUP BY" in query, query

@@ -217,7 +217,12 @@ impl Stream for ResultStream {
 
 impl Drop for ResultStream {
     fn drop(&mut self) {
-        // A client that goes away drops the stream, and with it the DataFusion plan.
-        self.end("client_gone", None);
+        // A client that goes away drops the stream, and with it the DataFusion plan; so
+        // does CancelFlightInfo for a query whose DoGet has not come yet.
+        let outcome = match self.cancel.try_recv() {
+            Ok(()) => "cancelled",
+            Err(_) => "client_gone",
+        };
+        self.end(outcome, None);
     }
 }

@@ -281,7 +281,9 @@ impl SluiceSqlService {
             }
         };
         let started = std::time::Instant::now();
-        let result = self.describe_statement(caller, statement, params, descriptor, span);
+        let result = self
+            .describe_statement(caller, statement, params, descriptor, span)
+            .await;
         if let Err(e) = &result {
             self.audit_refusal(caller, sql, e, started);
         }
@@ -305,7 +307,11 @@ impl SluiceSqlService {
         self.audit.record(&record);
     }
 
-    fn describe_statement(
+    /// Answers a statement's GetFlightInfo. A query starts here, not at its DoGet: its
+    /// sources are read while the FlightInfo travels to the client and the DoGet comes back
+    /// (every client follows one with the other at once), and the ticket holds the running
+    /// stream.
+    async fn describe_statement(
         &self,
         caller: &Caller,
         statement: PlannedStatement,
@@ -333,9 +339,13 @@ impl SluiceSqlService {
                 // Each phase runs inside the query span: a span's end is its last exit.
                 span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
                 let manifest = query.manifest().to_json();
-                let id = self
-                    .sessions
-                    .park(query, Arc::clone(&caller.principal), span);
+                // Tickets never redeemed give back their place before this query takes one.
+                self.sessions.drop_expired_tickets();
+                let id = Sessions::new_ticket_id();
+                let sql = query.sql().to_string();
+                let stream = self.start(caller, query, &sql, id.clone(), span).await?;
+                self.sessions
+                    .park(id.clone(), stream, Arc::clone(&caller.principal));
                 let ticket = TicketStatementQuery {
                     statement_handle: id.into(),
                 };
@@ -612,11 +622,11 @@ impl FlightSqlService for SluiceSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&request)?;
         let id = ticket.statement_handle.to_vec();
-        let (query, span) = self
+        let stream = self
             .sessions
             .take(&id, &caller.principal)
             .ok_or(Error::UnknownTicket)?;
-        Ok(Response::new(self.run(&caller, query, id, span).await?))
+        Ok(Response::new(stream))
     }
 
     async fn do_get_prepared_statement(
@@ -641,7 +651,7 @@ impl FlightSqlService for SluiceSqlService {
                     }
                     None => query,
                 };
-                let id = rand::random::<[u8; 16]>().to_vec();
+                let id = Sessions::new_ticket_id();
                 Ok(Response::new(self.run(&caller, query, id, span).await?))
             }
             PlannedStatement::Set { .. } => Err(Error::InvalidRequest(

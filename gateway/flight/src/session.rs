@@ -1,18 +1,22 @@
-//! Per-session state kept between calls: settings, prepared statements, planned queries
-//! waiting for their DoGet, and running queries that CancelFlightInfo can stop.
+//! Per-session state kept between calls: settings, prepared statements, queries started by
+//! GetFlightInfo waiting for their DoGet, and running queries that CancelFlightInfo can stop.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow_flight::FlightData;
 use datafusion::common::ScalarValue;
+use futures::Stream;
 use sluice_auth::Principal;
 use sluice_planner::{Query, SessionSettings};
 use tokio::sync::oneshot;
-use tracing::Span;
+use tonic::Status;
 
-/// How long a planned query waits for its DoGet.
-const TICKET_TTL: Duration = Duration::from_secs(300);
+/// How long a started query waits for its DoGet. Clients send it as soon as the FlightInfo
+/// arrives; one that never does would otherwise keep the query's place and permit.
+const TICKET_TTL: Duration = Duration::from_secs(30);
 /// How long an unused session keeps its settings and prepared statements.
 const SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -51,13 +55,23 @@ impl FirstPlan {
     }
 }
 
-#[derive(Debug)]
+/// The Flight data of a started query, as its DoGet answers it.
+pub(crate) type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>;
+
+/// A query started by GetFlightInfo; dropping it stops the query.
 struct Pending {
-    query: Query,
+    stream: FlightDataStream,
     principal: Arc<Principal>,
-    /// The query's span, open from planning to its last batch.
-    span: Span,
-    planned_at: Instant,
+    started_at: Instant,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("principal", &self.principal.name())
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One client session, keyed by its bearer token.
@@ -98,29 +112,49 @@ impl Sessions {
         self.sessions.lock().expect("sessions lock").remove(key);
     }
 
-    /// Keeps a planned query until its DoGet; returns its ticket id.
-    pub(crate) fn park(&self, query: Query, principal: Arc<Principal>, span: Span) -> Vec<u8> {
-        let id = rand::random::<[u8; 16]>().to_vec();
-        let now = Instant::now();
-        let mut pending = self.pending.lock().expect("pending lock");
-        pending.retain(|_, p| now.duration_since(p.planned_at) < TICKET_TTL);
-        pending.insert(
-            id.clone(),
-            Pending {
-                query,
-                principal,
-                span,
-                planned_at: now,
-            },
-        );
-        id
+    /// A new ticket id: random, so one client cannot guess another's.
+    pub(crate) fn new_ticket_id() -> Vec<u8> {
+        rand::random::<[u8; 16]>().to_vec()
     }
 
-    /// Takes the query of a ticket; only the principal that planned it may.
-    pub(crate) fn take(&self, id: &[u8], principal: &Principal) -> Option<(Query, Span)> {
+    /// Keeps a started query until its DoGet.
+    pub(crate) fn park(&self, id: Vec<u8>, stream: FlightDataStream, principal: Arc<Principal>) {
+        let pending = Pending {
+            stream,
+            principal,
+            started_at: Instant::now(),
+        };
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, pending);
+    }
+
+    /// Stops the started queries whose DoGet did not come in time.
+    pub(crate) fn drop_expired_tickets(&self) {
+        self.drop_tickets_older_than(TICKET_TTL);
+    }
+
+    fn drop_tickets_older_than(&self, ttl: Duration) {
+        let now = Instant::now();
+        let expired: Vec<Pending> = {
+            let mut pending = self.pending.lock().expect("pending lock");
+            let ids: Vec<Vec<u8>> = pending
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.started_at) >= ttl)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        // Dropped outside the lock: a query's end records itself (and takes other locks).
+        drop(expired);
+    }
+
+    /// Takes the started query of a ticket; only the principal that started it may.
+    pub(crate) fn take(&self, id: &[u8], principal: &Principal) -> Option<FlightDataStream> {
         let mut pending = self.pending.lock().expect("pending lock");
         match pending.get(id) {
-            Some(p) if *p.principal == *principal => pending.remove(id).map(|p| (p.query, p.span)),
+            Some(p) if *p.principal == *principal => pending.remove(id).map(|p| p.stream),
             _ => None,
         }
     }
@@ -139,21 +173,83 @@ impl Sessions {
         self.running.lock().expect("running lock").remove(id);
     }
 
-    /// Cancels a query by ticket id, whether it is waiting for DoGet or running. Returns
-    /// whether there was anything to cancel.
+    /// Cancels a query by ticket id, whether it is waiting for its DoGet or streaming.
+    /// Returns whether there was anything to cancel.
     pub(crate) fn cancel(&self, id: &[u8]) -> bool {
-        if self
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(id)
-            .is_some()
-        {
-            return true;
+        let signal = self.running.lock().expect("running lock").remove(id);
+        let signalled = signal.is_some_and(|tx| tx.send(()).is_ok());
+        // One still waiting for its DoGet stops now (dropped outside the lock: it records
+        // its end, as cancelled, by the signal above).
+        let waiting = self.pending.lock().expect("pending lock").remove(id);
+        signalled || waiting.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sluice_auth::Role;
+
+    use super::*;
+
+    /// A stream of no data that counts its drops (a dropped stream is a stopped query).
+    fn stream(dropped: &Arc<AtomicUsize>) -> FlightDataStream {
+        struct CountDrop(Arc<AtomicUsize>);
+        impl Drop for CountDrop {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
         }
-        match self.running.lock().expect("running lock").remove(id) {
-            Some(tx) => tx.send(()).is_ok(),
-            None => false,
-        }
+        let guard = CountDrop(Arc::clone(dropped));
+        Box::pin(futures::stream::poll_fn(move |_| {
+            let _owns = &guard;
+            std::task::Poll::Ready(None)
+        }))
+    }
+
+    #[test]
+    fn a_started_query_waits_for_its_principal_and_stops_when_cancelled_or_expired() {
+        let sessions = Sessions::default();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let alice = Arc::new(Principal::new("alice", Role::Listener, Some("u0001")));
+        let bob = Principal::new("bob", Role::Listener, Some("u0002"));
+
+        let id = Sessions::new_ticket_id();
+        sessions.park(id.clone(), stream(&dropped), Arc::clone(&alice));
+        assert!(
+            sessions.take(&id, &bob).is_none(),
+            "another principal's ticket"
+        );
+        assert!(sessions.take(&id, &alice).is_some());
+        assert!(
+            sessions.take(&id, &alice).is_none(),
+            "a ticket is redeemed once"
+        );
+
+        let id = Sessions::new_ticket_id();
+        sessions.park(id.clone(), stream(&dropped), Arc::clone(&alice));
+        let before = dropped.load(Ordering::SeqCst);
+        assert!(sessions.cancel(&id));
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            before + 1,
+            "cancel stops it"
+        );
+        assert!(sessions.take(&id, &alice).is_none());
+
+        let id = Sessions::new_ticket_id();
+        sessions.park(id.clone(), stream(&dropped), Arc::clone(&alice));
+        sessions.drop_expired_tickets();
+        assert!(sessions.take(&id, &alice).is_some(), "fresh tickets stay");
+        let id = Sessions::new_ticket_id();
+        sessions.park(id.clone(), stream(&dropped), alice);
+        let before = dropped.load(Ordering::SeqCst);
+        sessions.drop_tickets_older_than(Duration::ZERO);
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            before + 1,
+            "expiry stops it"
+        );
     }
 }
