@@ -442,9 +442,9 @@ def profile_loop(args, gw, conns, questions, cases):
             time.sleep(args.profile_gap_ms / 1e3)
         t0 = time.perf_counter()
         with conns[c.user].cursor() as cur:
-            cur.execute(q.sluice(c))  # prepare (plans) and GetFlightInfo
+            cur.execute(q.sluice(c))  # prepare (plans), GetFlightInfo (starts the query)
             t1 = time.perf_counter()
-            cur.fetch_arrow_table()  # DoGet: runs the plan
+            cur.fetch_arrow_table()  # DoGet: streams its result
         times[q.key].append((time.perf_counter() - t0) * 1e3)
         execute[q.key].append((t1 - t0) * 1e3)
     return times, execute, (gw.stats.cpu() - cpu0) * 1e3 / max(i, 1)

@@ -137,15 +137,12 @@ impl Sessions {
 
     fn drop_tickets_older_than(&self, ttl: Duration) {
         let now = Instant::now();
-        let expired: Vec<Pending> = {
-            let mut pending = self.pending.lock().expect("pending lock");
-            let ids: Vec<Vec<u8>> = pending
-                .iter()
-                .filter(|(_, p)| now.duration_since(p.started_at) >= ttl)
-                .map(|(id, _)| id.clone())
-                .collect();
-            ids.iter().filter_map(|id| pending.remove(id)).collect()
-        };
+        let expired: Vec<(Vec<u8>, Pending)> = self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .extract_if(|_, p| now.duration_since(p.started_at) >= ttl)
+            .collect();
         // Dropped outside the lock: a query's end records itself (and takes other locks).
         drop(expired);
     }
