@@ -408,9 +408,9 @@ def profile(args, gw, ch, contexts, analyst_ctx):
                 log(f"profile: {q.key}: physical plan\n{text}")
                 # What ClickHouse alone takes for the SQL Sluice sends it (kept-alive HTTP).
                 for line in text.splitlines():
-                    if "VirtualExecutionPlan" not in line:
+                    if "ClickHouseStatementExec" not in line:
                         continue
-                    sql = re.split(r" (?:base_sql|rewritten_\w+)=", line)[-1].strip()
+                    sql = line.split(" sql=", 1)[1].strip()
                     path = "/?" + urllib.parse.urlencode({
                         "database": "sluice", "join_use_nulls": 1,
                         "enable_optimize_predicate_expression": 1})

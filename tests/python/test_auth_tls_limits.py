@@ -396,6 +396,37 @@ def test_every_query_is_audited(limited):
     assert {"ok", "refused"} <= outcomes
 
 
+def test_a_query_started_at_prepare_is_claimed_or_ends_unused(limited):
+    """CreatePreparedStatement starts a query without parameters, for its GetFlightInfo to
+    claim. One never asked for does not keep the slot of a query that is (dave runs one
+    query at a time), and is audited as `unused`."""
+    server, audit = limited
+    conn = connect(server, "dave", "dave")
+    try:
+        waiting = conn.cursor()
+        waiting.adbc_prepare("SELECT count(*) AS prepared_only FROM streams")
+        assert sluice_rows(conn, "SELECT 2") == [(2,)]
+        # Asked for after all: it runs again, and answers.
+        waiting.execute("SELECT count(*) AS prepared_only FROM streams")
+        assert waiting.fetchall()[0][0] > 0
+        waiting.close()
+        closed = conn.cursor()
+        closed.adbc_prepare("SELECT count(*) AS closed_unasked FROM streams")
+        closed.close()
+        assert sluice_rows(conn, "SELECT 3") == [(3,)]
+    finally:
+        conn.close()
+
+    def outcomes(sql):
+        records = [json.loads(line) for line in audit.read_text().splitlines()]
+        return [r["outcome"] for r in records if r["sql"] == sql]
+
+    assert wait_until(lambda: outcomes("SELECT count(*) AS closed_unasked FROM streams")
+                      == ["unused"])
+    assert outcomes("SELECT count(*) AS prepared_only FROM streams") == ["unused", "ok"]
+    assert outcomes("SELECT 2") == ["ok"]
+
+
 def test_every_rpc_refuses_expired_and_wrongly_signed_jwts(jwt_server):
     """Each Flight RPC, called with a bad JWT, answers UNAUTHENTICATED (pyarrow.flight, which
     has no PollFlightInfo; tests/e2e walks that one, without credentials)."""

@@ -1,5 +1,5 @@
 """Golden files of the SQL Sluice sends ClickHouse for the seed questions, read from `EXPLAIN`
-(the statements a `VirtualExecutionPlan` runs) against the private ClickHouse, and of the
+(the statements a `ClickHouseStatementExec` runs) against the private ClickHouse, and of the
 route EXPLAIN describes in words (its `sluice_route` row: sources, rollups and why). Times are
 written back as readable placeholders (`<W>`, `<2021-01-01T00:00:00Z>`) so the files do not
 change with the day the tests run. Regenerate with `SLUICE_BLESS=1` and review the diff."""
@@ -89,12 +89,9 @@ def route_text(conn, sql):
 
 def sent_sql(conn, sql):
     text = "\n".join(str(v) for row in explain(conn, sql) for v in row)
-    # Per statement, the SQL as finally sent: the last of base_sql and its rewrites.
-    statements = []
-    for line in text.splitlines():
-        if "VirtualExecutionPlan" in line:
-            parts = re.split(r" (?:base_sql|rewritten_\w+)=", line)
-            statements.append(parts[-1])
+    # Per statement, the SQL as sent.
+    statements = [line.split(" sql=", 1)[1] for line in text.splitlines()
+                  if "ClickHouseStatementExec" in line]
     assert statements, text
     out = []
     for s in statements:

@@ -87,6 +87,33 @@ def test_ingested_events_are_read_by_the_next_query(gateway):
         me.close()
 
 
+def test_a_query_prepared_before_an_ingest_or_a_setting_reads_as_of_its_run(gateway):
+    """A prepared query starts at its CreatePreparedStatement; an ingest or a new session
+    setting before its GetFlightInfo makes it run again, so neither is missed."""
+    admin, me = connect(gateway, "admin"), connect(gateway, ME)
+    try:
+        track = a_track(me)
+        base = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=3)
+        count = f"SELECT count(*) FROM streams WHERE ts >= '{base.isoformat()}'"
+        before = sluice_rows(me, count)[0][0]
+        new = [(ME, track, base + dt.timedelta(seconds=i, milliseconds=11), 700 + i)
+               for i in range(2)]
+        with me.cursor() as cur:
+            cur.adbc_prepare(count)
+            assert ingest(admin, events(new)) == 2
+            cur.execute(count)
+            assert cur.fetchall() == [(before + 2,)]
+        with me.cursor() as cur, me.cursor() as setting:
+            cur.adbc_prepare(count)
+            # Only events before W: the ones just ingested are hot.
+            setting.execute("SET sluice.freshness = 'cold'")
+            cur.execute(count)
+            assert cur.fetchall() == [(0,)]
+    finally:
+        admin.close()
+        me.close()
+
+
 def test_events_before_the_watermark_are_refused(gateway):
     admin = connect(gateway, "admin")
     try:

@@ -37,16 +37,14 @@ impl ClickHouseExecutor {
     /// optimizer decides what ClickHouse runs ([`ClickHousePushdownRule`]).
     pub fn federation_provider(self) -> Arc<SQLFederationProvider> {
         let single_join_per_select = self.client.version().single_join_per_select();
-        let executor: Arc<dyn SQLExecutor> = Arc::new(self);
-        let planner = Arc::new(SQLFederationPlanner::new(Arc::clone(&executor)));
+        let rule = ClickHousePushdownRule {
+            planner: Arc::new(SQLFederationPlanner::new(Arc::new(self.clone()))),
+            executor: self.clone(),
+            single_join_per_select,
+        };
         Arc::new(SQLFederationProvider {
-            optimizer: Arc::new(Optimizer::with_rules(vec![Arc::new(
-                ClickHousePushdownRule {
-                    planner,
-                    single_join_per_select,
-                },
-            )])),
-            executor,
+            optimizer: Arc::new(Optimizer::with_rules(vec![Arc::new(rule)])),
+            executor: Arc::new(self),
         })
     }
 }

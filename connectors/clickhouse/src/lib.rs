@@ -14,6 +14,7 @@ mod executor;
 mod native;
 mod pushdown;
 mod schema;
+mod statement;
 mod store;
 
 pub use client::{ClickHouseClient, ServerVersion};

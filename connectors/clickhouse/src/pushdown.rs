@@ -23,11 +23,15 @@ use datafusion_federation::FederatedPlanNode;
 use datafusion_federation::sql::SQLFederationPlanner;
 
 use crate::dialect::{date_part_sql, date_trunc_sql, unit_literal};
+use crate::executor::ClickHouseExecutor;
+use crate::statement::StatementPlanner;
 
 /// Wraps the parts of a ClickHouse-only plan that ClickHouse can run in federated nodes.
 #[derive(Debug)]
 pub(crate) struct ClickHousePushdownRule {
+    /// datafusion-federation's planner, for the parts [`StatementPlanner`] leaves to it.
     pub(crate) planner: Arc<SQLFederationPlanner>,
+    pub(crate) executor: ClickHouseExecutor,
     /// 18.16 runs one JOIN per SELECT: deeper joins are sent as nested subqueries.
     pub(crate) single_join_per_select: bool,
 }
@@ -62,7 +66,9 @@ impl ClickHousePushdownRule {
             if self.single_join_per_select {
                 prepared = nest_joins(prepared)?;
             }
-            let node = FederatedPlanNode::new(prepared, Arc::clone(&self.planner) as _);
+            // A planner per part: it keeps the part's SQL once written.
+            let planner = StatementPlanner::new(self.executor.clone(), Arc::clone(&self.planner));
+            let node = FederatedPlanNode::new(prepared, Arc::new(planner));
             return Ok(Transformed::yes(LogicalPlan::Extension(Extension {
                 node: Arc::new(node),
             })));

@@ -57,26 +57,29 @@ impl Admission {
     /// A place for one more running query, or a refusal when all are taken. A query
     /// planned before the drain began still runs during it.
     pub(crate) fn admit(self: &Arc<Self>) -> Result<ActiveQuery> {
-        let taken = self
-            .active
+        self.try_admit().ok_or_else(|| {
+            sluice_metrics::QUERIES
+                .with_label_values(&["busy", "none"])
+                .inc();
+            Error::Busy(format!(
+                "Sluice is busy: {} queries are running, its limit ([server] \
+                 max_active_queries); retry shortly",
+                self.active.load(Ordering::SeqCst)
+            ))
+        })
+    }
+
+    /// A place for one more running query if one is free; a refusal here is not counted.
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<ActiveQuery> {
+        self.active
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (self.max_active == 0 || n < self.max_active).then_some(n + 1)
-            });
-        match taken {
-            Ok(_) => {
+            })
+            .ok()
+            .map(|_| {
                 sluice_metrics::ACTIVE_QUERIES.inc();
-                Ok(ActiveQuery(Arc::clone(self)))
-            }
-            Err(n) => {
-                sluice_metrics::QUERIES
-                    .with_label_values(&["busy", "none"])
-                    .inc();
-                Err(Error::Busy(format!(
-                    "Sluice is busy: {n} queries are running, its limit ([server] \
-                     max_active_queries); retry shortly"
-                )))
-            }
-        }
+                ActiveQuery(Arc::clone(self))
+            })
     }
 
     /// Starts draining: from now on new statements are refused.

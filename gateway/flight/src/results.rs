@@ -48,7 +48,8 @@ pub(crate) struct QueryContext {
 pub(crate) struct ResultStream {
     inner: SendableRecordBatchStream,
     schema: SchemaRef,
-    cancel: oneshot::Receiver<()>,
+    /// Fires with the outcome to end with: cancelled, or an unclaimed start discarded.
+    cancel: oneshot::Receiver<&'static str>,
     deadline: Option<Pin<Box<Sleep>>>,
     sessions: Arc<Sessions>,
     ticket: Vec<u8>,
@@ -161,9 +162,9 @@ impl Stream for ResultStream {
         if self.streaming.is_none() {
             self.streaming = Some(info_span!(parent: &self.context.span, "stream"));
         }
-        if let Poll::Ready(Ok(())) = Pin::new(&mut self.cancel).poll(cx) {
+        if let Poll::Ready(Ok(outcome)) = Pin::new(&mut self.cancel).poll(cx) {
             return self.fail(
-                "cancelled",
+                outcome,
                 Status::cancelled("query cancelled by CancelFlightInfo"),
             );
         }
@@ -196,15 +197,25 @@ impl Stream for ResultStream {
                 Poll::Ready(Some(self.relabel(batch)))
             }
             Poll::Ready(Some(Err(e))) => {
+                use sluice_planner::ErrorKind;
                 let error = sluice_planner::Error::Execute(e);
+                let kind = error.kind();
                 // The memory pools' messages name the limit that was reached.
-                let status = match error.kind() {
-                    sluice_planner::ErrorKind::ResourceExhausted => {
+                let status = match kind {
+                    ErrorKind::ResourceExhausted => {
                         Status::from(Error::Limit(format!("out of memory: {error}")))
                     }
                     _ => Status::from(Error::Query(error)),
                 };
-                self.fail("failed", status)
+                // Physical planning runs in the stream too: a statement it refuses is
+                // the caller's to fix, as when planning refuses it.
+                let outcome = match kind {
+                    ErrorKind::InvalidRequest
+                    | ErrorKind::Unsupported
+                    | ErrorKind::PermissionDenied => "refused",
+                    _ => "failed",
+                };
+                self.fail(outcome, status)
             }
             Poll::Ready(None) => {
                 self.end("ok", None);
@@ -218,11 +229,9 @@ impl Stream for ResultStream {
 impl Drop for ResultStream {
     fn drop(&mut self) {
         // A client that goes away drops the stream, and with it the DataFusion plan; so
-        // does CancelFlightInfo for a query whose DoGet has not come yet.
-        let outcome = match self.cancel.try_recv() {
-            Ok(()) => "cancelled",
-            Err(_) => "client_gone",
-        };
+        // does CancelFlightInfo for a query whose DoGet has not come yet, and the discard
+        // of a query started at prepare that no GetFlightInfo claimed (`unused`).
+        let outcome = self.cancel.try_recv().unwrap_or("client_gone");
         self.end(outcome, None);
     }
 }

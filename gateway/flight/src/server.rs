@@ -3,6 +3,7 @@
 //! Flight SQL dispatch leaves unimplemented.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -46,8 +47,19 @@ impl SluiceFlightService {
                 audit: Arc::new(audit),
                 limiter: ConcurrencyLimiter::default(),
                 admission,
+                start_at_prepare: true,
+                ingests: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Whether CreatePreparedStatement starts a query without parameters at once (on by
+    /// default), for the GetFlightInfo that follows to claim. Set before serving.
+    pub fn with_start_at_prepare(mut self, on: bool) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configured before it serves")
+            .start_at_prepare = on;
+        self
     }
 
     /// The tonic service to mount on a server.

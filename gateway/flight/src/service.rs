@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -45,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::limits::ConcurrencyLimiter;
 use crate::metadata::{self, KeyFilter, SQL_INFO, XDBC_TYPES};
 use crate::results::{QueryContext, ResultStream};
-use crate::session::{FirstPlan, Prepared, Sessions};
+use crate::session::{Ahead, FirstPlan, Prepared, Sessions};
 use crate::session_options::{
     CANCEL_FLIGHT_INFO, CLOSE_SESSION, CloseSessionResult, CloseSessionStatus, ErrorValue,
     GET_SESSION_OPTIONS, GetSessionOptionsResult, SET_SESSION_OPTIONS, SessionOptionValue,
@@ -71,6 +72,11 @@ pub struct SluiceSqlService {
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) limiter: ConcurrencyLimiter,
     pub(crate) admission: Arc<Admission>,
+    /// Whether CreatePreparedStatement starts a query without parameters at once.
+    pub(crate) start_at_prepare: bool,
+    /// Ingests through this gateway so far; a query started at prepare before the latest
+    /// one runs again.
+    pub(crate) ingests: AtomicU64,
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
@@ -253,8 +259,8 @@ impl SluiceSqlService {
 
     /// Answers GetFlightInfo for a statement: rows get a ticket, SET is applied here. A
     /// statement refused here is audited here; one that runs is audited when it ends.
-    /// A prepared statement's `first_plan` is used instead of planning again when it is
-    /// still good.
+    /// What a prepared statement's CreatePreparedStatement did ahead (`first_plan`: the
+    /// plan, or the query started) serves instead when it is still good.
     async fn statement_info(
         &self,
         caller: &Caller,
@@ -263,21 +269,53 @@ impl SluiceSqlService {
         first_plan: Option<&FirstPlan>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
-        let span = query_span(caller);
         let settings = self.settings(caller);
-        let statement = match first_plan.and_then(|p| p.take(&settings)) {
-            Some(query) => {
+        let ahead = match first_plan.and_then(|p| p.take(&settings)) {
+            Some((
+                Ahead::Started {
+                    ticket,
+                    schema,
+                    manifest,
+                    ingests,
+                },
+                usable,
+            )) => {
+                if let Err(e) = self.admission.check_open() {
+                    self.sessions.discard_unclaimed(&ticket);
+                    return Err(e);
+                }
+                let usable = usable
+                    && params.is_none()
+                    && ingests == self.ingests.load(Ordering::Acquire)
+                    && self.sessions.claim(&ticket, &caller.principal);
+                if usable {
+                    let ticket = TicketStatementQuery {
+                        statement_handle: ticket.into(),
+                    };
+                    return Ok(
+                        flight_info(&schema, ticket, descriptor, -1)?.with_app_metadata(manifest)
+                    );
+                }
+                // Stale: it runs again, from a new plan.
+                self.sessions.discard_unclaimed(&ticket);
+                None
+            }
+            Some((Ahead::Planned(query, span), true)) => Some((query, span)),
+            _ => None,
+        };
+        let (statement, span) = match ahead {
+            // Planned by the prepare, in this span: its trace shows the phase there.
+            Some((query, span)) => {
                 self.admission.check_open()?;
-                // The trace still shows the phase, marked as served by the prepare.
-                span.in_scope(|| {
-                    info_span!("plan", principal = %caller.principal.name(), reused = true)
-                        .in_scope(|| PlannedStatement::Query(Box::new(query)))
-                })
+                (PlannedStatement::Query(query), span)
             }
             None => {
-                self.plan_with(caller, &settings, sql)
+                let span = query_span(caller);
+                let planned = self
+                    .plan_with(caller, &settings, sql)
                     .instrument(span.clone())
-                    .await?
+                    .await?;
+                (planned, span)
             }
         };
         let started = std::time::Instant::now();
@@ -288,6 +326,56 @@ impl SluiceSqlService {
             self.audit_refusal(caller, sql, e, started);
         }
         result
+    }
+
+    /// What CreatePreparedStatement does ahead for a query: plans it, and, without
+    /// parameters to wait for and with `[server] start_at_prepare`, starts it (a place
+    /// among the running queries and the principal's permit permitting), so its sources
+    /// are read while the client receives the prepared statement and asks for its
+    /// FlightInfo, as ADBC and JDBC do at once. Whatever cannot be done now is done by the
+    /// GetFlightInfo, which also reports its errors.
+    async fn prepare_ahead(
+        &self,
+        caller: &Caller,
+        mut query: Query,
+        settings: SessionSettings,
+        has_parameters: bool,
+        span: Span,
+    ) -> FirstPlan {
+        if !self.start_at_prepare || has_parameters {
+            return FirstPlan::new(Ahead::Planned(Box::new(query), span), settings);
+        }
+        // Counted before the query reads anything: an ingest that ends after this makes
+        // the GetFlightInfo run the query again.
+        let ingests = self.ingests.load(Ordering::Acquire);
+        if span
+            .in_scope(|| info_span!("route").in_scope(|| query.optimize()))
+            .is_err()
+        {
+            return FirstPlan::default();
+        }
+        let schema = query.schema();
+        let manifest = query.manifest().to_json();
+        self.sessions.drop_expired_tickets();
+        let ticket = Sessions::new_ticket_id();
+        let sql = query.sql().to_string();
+        match self
+            .start(caller, query, &sql, ticket.clone(), span, false)
+            .await
+        {
+            Ok(stream) => {
+                self.sessions
+                    .park_unclaimed(ticket.clone(), stream, Arc::clone(&caller.principal));
+                let ahead = Ahead::Started {
+                    ticket,
+                    schema,
+                    manifest,
+                    ingests,
+                };
+                FirstPlan::new(ahead, settings)
+            }
+            Err(_) => FirstPlan::default(),
+        }
     }
 
     /// Audits a statement that ended before it ran.
@@ -343,7 +431,9 @@ impl SluiceSqlService {
                 self.sessions.drop_expired_tickets();
                 let id = Sessions::new_ticket_id();
                 let sql = query.sql().to_string();
-                let stream = self.start(caller, query, &sql, id.clone(), span).await?;
+                let stream = self
+                    .start(caller, query, &sql, id.clone(), span, true)
+                    .await?;
                 self.sessions
                     .park(id.clone(), stream, Arc::clone(&caller.principal));
                 let ticket = TicketStatementQuery {
@@ -364,13 +454,18 @@ impl SluiceSqlService {
     ) -> Result<DoGetStream> {
         let started = std::time::Instant::now();
         let sql = query.sql().to_string();
-        let result = self.start(caller, query, &sql, ticket, span).await;
+        let result = self.start(caller, query, &sql, ticket, span, true).await;
         if let Err(e) = &result {
             self.audit_refusal(caller, &sql, e, started);
         }
         result
     }
 
+    /// Starts a query: takes its place among the running queries and the principal's
+    /// permit, and hands it to the query runtime, which plans it physically and reads its
+    /// sources while this call returns. A query that was asked for
+    /// (`asked`, not one started ahead at prepare) may take the places of queries started
+    /// ahead that nobody claimed yet.
     async fn start(
         &self,
         caller: &Caller,
@@ -378,9 +473,25 @@ impl SluiceSqlService {
         sql: &str,
         ticket: Vec<u8>,
         span: Span,
+        asked: bool,
     ) -> Result<DoGetStream> {
-        let active = self.admission.admit()?;
-        let permit = self.limiter.acquire(&caller.principal)?;
+        let active = match self.admission.try_admit() {
+            Some(active) => active,
+            // Ahead of its GetFlightInfo, a query waits for a free place there instead.
+            None if !asked => return Err(Error::Busy("no free place to start ahead".into())),
+            None => {
+                self.sessions.discard_unclaimed_of(None);
+                self.admission.admit()?
+            }
+        };
+        let permit = match self.limiter.acquire(&caller.principal) {
+            Err(Error::Limit(_))
+                if asked && self.sessions.discard_unclaimed_of(Some(&caller.principal)) =>
+            {
+                self.limiter.acquire(&caller.principal)?
+            }
+            other => other?,
+        };
         let schema: SchemaRef = query.schema();
         let (stream, manifest) = query
             .execute()
@@ -668,24 +779,30 @@ impl FlightSqlService for SluiceSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = caller(&request)?;
         let settings = self.settings(&caller);
-        let (dataset_schema, parameter_schema, first_plan) =
-            match self.plan_with(&caller, &settings, &query.query).await? {
-                PlannedStatement::Query(q) => {
-                    let params = q.parameter_schema().map_err(Error::from)?;
-                    let params = if params.fields().is_empty() {
-                        Bytes::new()
-                    } else {
-                        schema_bytes(&params)?
-                    };
-                    (
-                        schema_bytes(&q.schema())?,
-                        params,
-                        FirstPlan::new(*q, settings),
-                    )
-                }
-                // JDBC takes an empty dataset schema to mean an update.
-                PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new(), FirstPlan::default()),
-            };
+        // The query's span starts here: its `plan` phase is this call's.
+        let span = query_span(&caller);
+        let planned = self
+            .plan_with(&caller, &settings, &query.query)
+            .instrument(span.clone())
+            .await?;
+        let (dataset_schema, parameter_schema, first_plan) = match planned {
+            PlannedStatement::Query(q) => {
+                let params = q.parameter_schema().map_err(Error::from)?;
+                let has_parameters = !params.fields().is_empty();
+                let params = if has_parameters {
+                    schema_bytes(&params)?
+                } else {
+                    Bytes::new()
+                };
+                let dataset_schema = schema_bytes(&q.schema())?;
+                let first_plan = self
+                    .prepare_ahead(&caller, *q, settings, has_parameters, span)
+                    .await;
+                (dataset_schema, params, first_plan)
+            }
+            // JDBC takes an empty dataset schema to mean an update.
+            PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new(), FirstPlan::default()),
+        };
         let handle = rand::random::<[u8; 16]>().to_vec();
         self.sessions.with(&caller.session_key, |s| {
             s.prepared.insert(
@@ -710,9 +827,15 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<Action>,
     ) -> Result<(), Status> {
         let caller = caller(&request)?;
-        self.sessions.with(&caller.session_key, |s| {
+        let closed = self.sessions.with(&caller.session_key, |s| {
             s.prepared.remove(query.prepared_statement_handle.as_ref())
         });
+        // A query it started that no GetFlightInfo claimed stops now.
+        if let Some((Ahead::Started { ticket, .. }, _)) =
+            closed.and_then(|p| p.first_plan.take(&SessionSettings::default()))
+        {
+            self.sessions.discard_unclaimed(&ticket);
+        }
         Ok(())
     }
 
@@ -807,7 +930,10 @@ impl FlightSqlService for SluiceSqlService {
                 .map_err(|e| Error::InvalidRequest(format!("reading events: {e}")))?
             {
                 rows += batch.num_rows() as u64;
-                added += self.engine.ingest(&batch).await.map_err(Error::from)?;
+                let ingested = self.engine.ingest(&batch).await;
+                // Counted even on failure: part of the batch may be in.
+                self.ingests.fetch_add(1, Ordering::AcqRel);
+                added += ingested.map_err(Error::from)?;
             }
             info!(rows, added, "ingested");
             Ok(added as i64)

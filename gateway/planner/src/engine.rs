@@ -478,25 +478,16 @@ impl Query {
         )
     }
 
-    /// Plans the query physically and starts it, on the engine's executor when it has one.
-    /// `EXPLAIN` gains a `sluice_route` row: the route in words ([`Manifest::describe`]).
+    /// Starts the query: physical planning, then its sources, on the engine's executor
+    /// when it has one, so the caller answers its client meanwhile (an error of either then
+    /// comes as the stream's first item). `EXPLAIN` gains a `sluice_route` row: the route in
+    /// words ([`Manifest::describe`]).
     pub async fn execute(mut self) -> Result<(SendableRecordBatchStream, Manifest)> {
         self.optimize()?;
-        let physical = match &self.federated {
-            Some(federated) => federation::physical_plan(federated, &self.state).await,
-            None => {
-                self.state
-                    .query_planner()
-                    .create_physical_plan(&self.plan, &self.state)
-                    .await
-            }
-        }
-        .map_err(Error::Plan)?;
-        debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
         let manifest = self.manifest();
         let route = matches!(self.plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
             .then(|| manifest.describe());
-        let schema = physical.schema();
+        let schema = self.schema();
         // This query's own pool: the principal's limit, within the process's budget.
         // Sorts, aggregates and joins past it spill or fail, never take the process. It goes
         // into the query's task context only: rebuilding the session state around a new
@@ -511,17 +502,34 @@ impl Query {
             .build_arc()
             .map_err(Error::Execute)?;
         let task_ctx = Arc::new(TaskContext::from(&self.state).with_runtime(runtime));
+        let Query {
+            state,
+            plan,
+            federated,
+            executor,
+            ..
+        } = self;
         // Operators spawn their tasks where the plan starts: on the executor's runtime.
-        let start = move || {
+        let start = async move {
+            let physical = match &federated {
+                Some(federated) => federation::physical_plan(federated, &state).await,
+                None => {
+                    state
+                        .query_planner()
+                        .create_physical_plan(&plan, &state)
+                        .await
+                }
+            }?;
+            debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
             let stream = execute_stream(physical, task_ctx)?;
             match route {
                 Some(route) => with_route_row(stream, &route),
                 None => Ok(stream),
             }
         };
-        let stream = match &self.executor {
+        let stream = match &executor {
             Some(executor) => executor.drive(schema, start),
-            None => start().map_err(Error::Execute)?,
+            None => start.await.map_err(Error::Execute)?,
         };
         Ok((stream, manifest))
     }

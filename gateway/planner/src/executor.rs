@@ -31,18 +31,18 @@ impl QueryExecutor {
         Self { handle }
     }
 
-    /// Starts a plan (`start`, which returns its stream of `schema`) on the query runtime
-    /// and drives it there; the stream returned reads its batches. One hop between the
-    /// runtimes per query; two batches in flight keep both sides busy without buffering a
-    /// result.
+    /// Starts a plan (`start`: plans it physically and returns its stream of `schema`) on
+    /// the query runtime and drives it there; the stream returned reads its batches, the
+    /// first of them an error if it could not start. One hop between the runtimes per
+    /// query; two batches in flight keep both sides busy without buffering a result.
     pub(crate) fn drive(
         &self,
         schema: SchemaRef,
-        start: impl FnOnce() -> Result<SendableRecordBatchStream, DataFusionError> + Send + 'static,
+        start: impl Future<Output = Result<SendableRecordBatchStream, DataFusionError>> + Send + 'static,
     ) -> SendableRecordBatchStream {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let pump = self.handle.spawn(async move {
-            let mut stream = match start() {
+            let mut stream = match start.await {
                 Ok(stream) => stream,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;

@@ -69,6 +69,12 @@ pub(crate) struct ServerSection {
     /// and `W`), so they skip planning. 0 = plan every statement.
     #[serde(default = "default_plan_cache_entries")]
     pub(crate) plan_cache_entries: usize,
+    /// CreatePreparedStatement starts a query without parameters at once, so its sources
+    /// are read while the client asks for its FlightInfo (ADBC and JDBC prepare every
+    /// query and ask at once). The GetFlightInfo must come within 1 s, with the same
+    /// session settings and no ingest through Sluice in between; else the query runs again.
+    #[serde(default = "default_start_at_prepare")]
+    pub(crate) start_at_prepare: bool,
 }
 
 impl Default for ServerSection {
@@ -78,6 +84,7 @@ impl Default for ServerSection {
             max_active_queries: default_max_active(),
             memory_pool_mb: default_memory_pool(),
             plan_cache_entries: default_plan_cache_entries(),
+            start_at_prepare: default_start_at_prepare(),
         }
     }
 }
@@ -92,6 +99,10 @@ fn default_max_active() -> u32 {
 
 fn default_memory_pool() -> u64 {
     4096
+}
+
+fn default_start_at_prepare() -> bool {
+    true
 }
 
 fn default_plan_cache_entries() -> usize {

@@ -169,6 +169,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     let admission = Admission::new(server.max_active_queries);
     let memory = MemoryBudget::new(mib(server.memory_pool_mb));
     let plan_cache_entries = server.plan_cache_entries;
+    let start_at_prepare = server.start_at_prepare;
 
     let redis = file.redis;
     let clickhouse = file.clickhouse;
@@ -206,7 +207,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
                 .with_plan_cache(plan_cache_entries),
         );
         let service =
-            SluiceFlightService::new(engine, Arc::new(auth), audit, Arc::clone(&admission));
+            SluiceFlightService::new(engine, Arc::new(auth), audit, Arc::clone(&admission))
+                .with_start_at_prepare(start_at_prepare);
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -313,6 +315,7 @@ fn effective(
          server.max_active_queries = {}\n\
          server.memory_pool_mb = {}\n\
          server.plan_cache_entries = {}\n\
+         server.start_at_prepare = {}\n\
          limits.max_concurrent_queries = {}\n\
          limits.query_timeout_secs = {}\n\
          limits.query_memory_mb = {}\n\
@@ -324,6 +327,7 @@ fn effective(
         file.server.max_active_queries,
         file.server.memory_pool_mb,
         file.server.plan_cache_entries,
+        file.server.start_at_prepare,
         limits.max_concurrent_queries,
         or_none(limits.query_timeout.map(|d| d.as_secs().to_string())),
         or_none(
