@@ -23,6 +23,7 @@ use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
 use sluice_connector_api::{Sources, Watermark};
 use tracing::debug;
 
+use crate::catalog_lookup::CatalogLookupRule;
 use crate::catalog_rollups::CatalogRollupRule;
 use crate::eager_aggregate::EagerAggregateRule;
 use crate::error::{Error, Result};
@@ -117,8 +118,11 @@ impl QueryEngine {
                 .iter()
                 .position(|(n, _)| *n == name)
                 .map(|i| remote_entities.swap_remove(i).1);
+            let key = sluice_catalog::table(&name)
+                .filter(|t| t.primary_key.len() == 1)
+                .map(|t| t.primary_key[0].to_string());
             public
-                .register_table(name, Arc::new(CatalogTable::new(table, remote)))
+                .register_table(name, Arc::new(CatalogTable::new(table, remote, key)))
                 .map_err(internal)?;
         }
         // In the declared order (fewest rows first), whatever order the source lists them.
@@ -169,6 +173,8 @@ impl QueryEngine {
             .with_optimizer_rule(Arc::new(AggregateSplitRule::new(rollups)))
             .with_optimizer_rule(Arc::new(StreamsSplitRule))
             .with_optimizer_rule(Arc::new(TopKSplitRule))
+            // Last, once DataFusion placed its joins: catalog joins by lookup where exact.
+            .with_physical_optimizer_rule(Arc::new(CatalogLookupRule))
             .build();
         Ok(Self {
             base,

@@ -21,28 +21,56 @@ use datafusion::logical_expr::{
     Expr, LogicalPlan, TableProviderFilterPushDown, UserDefinedLogicalNode,
 };
 use datafusion::optimizer::OptimizerRule;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion_federation::sql::SQLTableSource;
 use datafusion_federation::{FederatedPlanNode, FederatedPlanner, FederationOptimizerRule};
 use sluice_connector_api::EventFilter;
+use tokio::sync::OnceCell;
 
+use crate::catalog_lookup::{KeyedCatalog, KeyedScanExec};
 use crate::source_reads::SourceReadExec;
 
 /// A catalog table the gateway serves from memory, with an optional copy in the remote
-/// engine that [`place_catalog_joins`] may read instead.
+/// engine that [`place_catalog_joins`] may read instead, and its rows indexed by `key` for
+/// joins by lookup ([`crate::catalog_lookup`]).
 #[derive(Debug)]
 pub(crate) struct CatalogTable {
     local: Arc<dyn TableProvider>,
     remote: Option<Arc<dyn TableProvider>>,
+    /// The table's one-column primary key, if it has one.
+    key: Option<String>,
+    /// Built at the first read (the catalog does not change while Sluice runs); `None` if
+    /// the keys are not unique.
+    keyed: OnceCell<Option<Arc<KeyedCatalog>>>,
 }
 
 impl CatalogTable {
     pub(crate) fn new(
         local: Arc<dyn TableProvider>,
         remote: Option<Arc<dyn TableProvider>>,
+        key: Option<String>,
     ) -> Self {
-        Self { local, remote }
+        Self {
+            local,
+            remote,
+            key,
+            keyed: OnceCell::new(),
+        }
+    }
+
+    async fn keyed(&self, state: &dyn Session) -> Result<Option<Arc<KeyedCatalog>>> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        self.keyed
+            .get_or_try_init(|| async {
+                let all = self.local.scan(state, None, &[], None).await?;
+                let batches = collect(all, state.task_ctx()).await?;
+                Ok(KeyedCatalog::build(&self.schema(), &batches, key).map(Arc::new))
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -74,7 +102,14 @@ impl TableProvider for CatalogTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.local.scan(state, projection, filters, limit).await
+        let scan = self.local.scan(state, projection, filters, limit).await?;
+        if limit.is_some() {
+            return Ok(scan);
+        }
+        Ok(match self.keyed(state).await? {
+            Some(keyed) => Arc::new(KeyedScanExec::new(scan, keyed, projection)),
+            None => scan,
+        })
     }
 }
 

@@ -17,6 +17,8 @@
 //! - `topk`: `ORDER BY ... LIMIT k` over the branches: each branch returns its first `k`;
 //! - `federation`: catalog joins placed where they are cheapest, then the parts of the plan a
 //!   remote engine (ClickHouse) can run handed to it as SQL (datafusion-federation);
+//! - `catalog_lookup`: in the physical plan, a catalog join on the catalog's key done by
+//!   index lookup instead of hashing the catalog;
 //! - `information_schema`: the tables and columns with their descriptions;
 //! - `manifest`: how a result was computed (sources, rollups, `W`), for the client, EXPLAIN
 //!   and the log;
@@ -26,6 +28,7 @@
 //!   process's [`MemoryBudget`];
 //! - `ingest`: an admin's new events, checked and written to the hot store.
 
+mod catalog_lookup;
 mod catalog_rollups;
 mod eager_aggregate;
 mod engine;

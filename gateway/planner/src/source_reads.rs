@@ -40,6 +40,16 @@ impl SourceReadExec {
     }
 }
 
+/// The one input of a node that takes one (`node` names it in the error otherwise).
+pub(crate) fn only_child(
+    children: Vec<Arc<dyn ExecutionPlan>>,
+    node: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let [input] = <[_; 1]>::try_from(children)
+        .map_err(|c| internal_datafusion_err!("{node} takes one input, got {}", c.len()))?;
+    Ok(input)
+}
+
 impl DisplayAs for SourceReadExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -74,9 +84,7 @@ impl ExecutionPlan for SourceReadExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children).map_err(|c| {
-            internal_datafusion_err!("SourceReadExec takes one input, got {}", c.len())
-        })?;
+        let input = only_child(children, "SourceReadExec")?;
         Ok(Arc::new(Self::new(input, &self.source, self.branch)))
     }
 

@@ -1,0 +1,475 @@
+//! Joins with the catalog by lookup. A listener's rows joined with `tracks` (or `artists`)
+//! on its key hash every one of the catalog's rows for each query (50,000 tracks, most of
+//! the gateway's CPU for a small question with a join), to keep the few that match. The
+//! catalog does not change while Sluice runs, so each table keeps an index of its rows by
+//! key ([`KeyedCatalog`], built at its first read), and [`CatalogLookupRule`] turns such a
+//! hash join into [`CatalogLookupExec`]: one index lookup per row of the other side.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{
+    cast, concat_batches, filter, filter_record_batch, is_not_null, take,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{JoinType, NullEquality, Result, Statistics};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, StatisticsArgs,
+};
+use futures::StreamExt;
+
+use crate::source_reads::only_child;
+
+/// A catalog table's rows, all in one batch, and where each key is.
+#[derive(Debug)]
+pub(crate) struct KeyedCatalog {
+    rows: RecordBatch,
+    /// The key column's index in `rows`.
+    key: usize,
+    index: HashMap<String, u32>,
+}
+
+impl KeyedCatalog {
+    /// The index of `batches` by their column `key`; `None` if a key is null or repeats
+    /// (a lookup must find at most one row, as the join would).
+    pub(crate) fn build(schema: &SchemaRef, batches: &[RecordBatch], key: &str) -> Option<Self> {
+        let rows = concat_batches(schema, batches).ok()?;
+        let key = schema.index_of(key).ok()?;
+        let keys = cast(rows.column(key), &DataType::Utf8).ok()?;
+        let keys = keys.as_string::<i32>();
+        let mut index = HashMap::with_capacity(keys.len());
+        for (row, k) in keys.iter().enumerate() {
+            if index
+                .insert(k?.to_string(), u32::try_from(row).ok()?)
+                .is_some()
+            {
+                return None;
+            }
+        }
+        Some(Self { rows, key, index })
+    }
+
+    /// For each key, the catalog row holding it (null where none does).
+    fn rows_of(&self, keys: &ArrayRef) -> Result<UInt32Array> {
+        let keys = cast(keys, &DataType::Utf8)?;
+        Ok(keys
+            .as_string::<i32>()
+            .iter()
+            .map(|k| k.and_then(|k| self.index.get(k).copied()))
+            .collect())
+    }
+}
+
+/// A scan of a catalog table that has its [`KeyedCatalog`]: reads like the scan it wraps,
+/// and lets [`CatalogLookupRule`] find the table under a join.
+#[derive(Debug)]
+pub(crate) struct KeyedScanExec {
+    input: Arc<dyn ExecutionPlan>,
+    catalog: Arc<KeyedCatalog>,
+    /// The catalog columns the scan returns, in order.
+    columns: Vec<usize>,
+}
+
+impl KeyedScanExec {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        catalog: Arc<KeyedCatalog>,
+        projection: Option<&Vec<usize>>,
+    ) -> Self {
+        let columns = match projection {
+            Some(p) => p.clone(),
+            None => (0..catalog.rows.num_columns()).collect(),
+        };
+        Self {
+            input,
+            catalog,
+            columns,
+        }
+    }
+}
+
+impl DisplayAs for KeyedScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyedScanExec")
+    }
+}
+
+impl ExecutionPlan for KeyedScanExec {
+    fn name(&self) -> &'static str {
+        "KeyedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = only_child(children, "KeyedScanExec")?;
+        Ok(Arc::new(Self {
+            input,
+            catalog: Arc::clone(&self.catalog),
+            columns: self.columns.clone(),
+        }))
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        match input_stats.first() {
+            Some(stats) => Ok(Arc::clone(stats)),
+            None => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}
+
+/// Replaces a hash join of any input with a keyed catalog scan, on the catalog's key, by a
+/// [`CatalogLookupExec`]. Only where the result is the same: an inner or left join (the
+/// catalog on the right, the side the join probes and emits in its order), no other join
+/// condition, nulls never equal, no fetch, no promised order, and one output partition.
+#[derive(Debug, Default)]
+pub(crate) struct CatalogLookupRule;
+
+impl PhysicalOptimizerRule for CatalogLookupRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            match CatalogLookupExec::try_from_join(join) {
+                Some(lookup) => Ok(Transformed::yes(Arc::new(lookup) as _)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "catalog_lookup"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Joins each row of its input with the catalog row of the same key (see the module).
+#[derive(Debug)]
+pub(crate) struct CatalogLookupExec {
+    input: Arc<dyn ExecutionPlan>,
+    lookup: Arc<Lookup>,
+    props: Arc<PlanProperties>,
+}
+
+/// What a [`CatalogLookupExec`] does to each batch of its input.
+#[derive(Debug)]
+struct Lookup {
+    /// The input's side of the key.
+    input_key: Arc<dyn PhysicalExpr>,
+    catalog: Arc<KeyedCatalog>,
+    /// The catalog columns the join's right side had.
+    columns: Vec<usize>,
+    /// Inner (rows without a match dropped) or left (kept, with nulls).
+    keep_unmatched: bool,
+    /// The join's output columns, from its input columns then the catalog's.
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+}
+
+impl CatalogLookupExec {
+    fn try_from_join(join: &HashJoinExec) -> Option<Self> {
+        let scan = join.right().downcast_ref::<KeyedScanExec>()?;
+        let keep_unmatched = match join.join_type() {
+            JoinType::Inner => false,
+            JoinType::Left => true,
+            _ => return None,
+        };
+        let [(input_key, catalog_key)] = join.on() else {
+            return None;
+        };
+        let on_key = catalog_key
+            .downcast_ref::<Column>()
+            .is_some_and(|c| scan.columns.get(c.index()) == Some(&scan.catalog.key));
+        let single = join.properties().partitioning.partition_count() == 1;
+        if !on_key
+            || join.filter().is_some()
+            || join.null_equality() != NullEquality::NullEqualsNothing
+            || join.null_aware
+            || join.fetch().is_some()
+            || join.properties().output_ordering().is_some()
+            || !single
+            || !matches!(join.partition_mode(), PartitionMode::CollectLeft)
+        {
+            return None;
+        }
+        let mut input = Arc::clone(join.left());
+        if input.output_partitioning().partition_count() > 1 {
+            input = Arc::new(CoalescePartitionsExec::new(input));
+        }
+        let schema = join.schema();
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        let lookup = Lookup {
+            input_key: Arc::clone(input_key),
+            catalog: Arc::clone(&scan.catalog),
+            columns: scan.columns.clone(),
+            keep_unmatched,
+            projection: join.projection.as_ref().map(|p| p.to_vec()),
+            schema,
+        };
+        Some(Self {
+            input,
+            lookup: Arc::new(lookup),
+            props,
+        })
+    }
+}
+
+impl Lookup {
+    /// One input batch joined with its catalog rows.
+    fn join(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let keys = self
+            .input_key
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        let mut rows = self.catalog.rows_of(&keys)?;
+        let mut batch = batch.clone();
+        if !self.keep_unmatched {
+            let matched = is_not_null(&rows)?;
+            batch = filter_record_batch(&batch, &matched)?;
+            rows = filter(&rows, &matched)?.as_primitive().clone();
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for &c in &self.columns {
+            columns.push(take(self.catalog.rows.column(c), &rows, None)?);
+        }
+        if let Some(projection) = &self.projection {
+            columns = projection
+                .iter()
+                .map(|&i| Arc::clone(&columns[i]))
+                .collect();
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+impl DisplayAs for CatalogLookupExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.lookup.keep_unmatched {
+            "Left"
+        } else {
+            "Inner"
+        };
+        write!(
+            f,
+            "CatalogLookupExec: join_type={kind}, key={}",
+            self.lookup.input_key
+        )
+    }
+}
+
+impl ExecutionPlan for CatalogLookupExec {
+    fn name(&self) -> &'static str {
+        "CatalogLookupExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        f(&self.lookup.input_key)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = only_child(children, "CatalogLookupExec")?;
+        Ok(Arc::new(Self {
+            input,
+            lookup: Arc::clone(&self.lookup),
+            props: Arc::clone(&self.props),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let lookup = Arc::clone(&self.lookup);
+        let batches = input.map(move |batch| lookup.join(&batch?));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            batches,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::catalog::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+    use crate::federation::CatalogTable;
+
+    fn table(columns: Vec<(&str, ArrayRef)>) -> Arc<MemTable> {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            columns.into_iter().map(|(_, a)| a).collect(),
+        )
+        .unwrap();
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())
+    }
+
+    /// Plays (some of unknown or null tracks) and a catalog keyed by `uri`, joined by
+    /// lookup or not.
+    fn context(lookup: bool) -> SessionContext {
+        let mut state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(1))
+            .with_default_features();
+        if lookup {
+            state = state.with_physical_optimizer_rule(Arc::new(CatalogLookupRule));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        let plays = table(vec![
+            (
+                "uri",
+                Arc::new(StringArray::from(vec![
+                    Some("b"),
+                    Some("a"),
+                    Some("zz"),
+                    None,
+                    Some("b"),
+                ])),
+            ),
+            ("n", Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]))),
+        ]);
+        // More tracks than plays, as in the catalog: the join builds on the plays.
+        let tracks = table(vec![
+            (
+                "name",
+                Arc::new(StringArray::from(vec!["A", "B", "C", "D", "E", "F", "G"])),
+            ),
+            (
+                "uri",
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d", "e", "f", "g"])),
+            ),
+        ]);
+        ctx.register_table("plays", plays).unwrap();
+        let keyed = CatalogTable::new(tracks, None, Some("uri".into()));
+        ctx.register_table("tracks", Arc::new(keyed)).unwrap();
+        ctx
+    }
+
+    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
+        let df = ctx.sql(sql).await.unwrap();
+        let plan = df.clone().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(false).to_string();
+        let batches = df.collect().await.unwrap();
+        (pretty_format_batches(&batches).unwrap().to_string(), shown)
+    }
+
+    #[tokio::test]
+    async fn a_join_on_the_catalog_key_is_a_lookup_with_the_same_rows() {
+        for sql in [
+            "SELECT p.n, t.name FROM plays p JOIN tracks t ON p.uri = t.uri ORDER BY p.n",
+            "SELECT p.n, t.name, t.uri FROM plays p LEFT JOIN tracks t ON p.uri = t.uri \
+             ORDER BY p.n",
+            "SELECT t.name, sum(p.n) AS s FROM plays p JOIN tracks t ON p.uri = t.uri \
+             GROUP BY t.name ORDER BY t.name",
+        ] {
+            let (hashed, _) = run(&context(false), sql).await;
+            let (looked_up, plan) = run(&context(true), sql).await;
+            assert!(plan.contains("CatalogLookupExec"), "{sql}\n{plan}");
+            assert!(!plan.contains("HashJoinExec"), "{sql}\n{plan}");
+            assert_eq!(hashed, looked_up, "{sql}");
+        }
+        // Not on the key, or the catalog is the side kept: a hash join as before.
+        for sql in [
+            "SELECT p.n FROM plays p JOIN tracks t ON p.uri = t.name",
+            "SELECT t.name, p.n FROM tracks t LEFT JOIN plays p ON p.uri = t.uri",
+        ] {
+            let (hashed, _) = run(&context(false), sql).await;
+            let (kept, plan) = run(&context(true), sql).await;
+            assert!(!plan.contains("CatalogLookupExec"), "{sql}\n{plan}");
+            assert_eq!(hashed, kept, "{sql}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_not_indexed() {
+        let schema = Arc::new(Schema::new(vec![Field::new("uri", DataType::Utf8, true)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(vec!["a", "a"]))],
+        )
+        .unwrap();
+        assert!(KeyedCatalog::build(&schema, &[batch], "uri").is_none());
+    }
+}
