@@ -2,6 +2,7 @@
 on SIGTERM, admission control and the process-wide memory pool, OpenTelemetry traces over
 OTLP/HTTP, and configuration from file, environment and flags in that order."""
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -176,6 +177,31 @@ def test_sigterm_lets_the_running_query_finish_and_refuses_new_ones(dataset_dir,
         assert server.proc.wait(timeout=20) == 0
         log = open(server.log_path).read()
         assert "draining" in log and "drained: no query running" in log and "stopped" in log
+    finally:
+        servers.close()
+
+
+def test_a_query_started_at_prepare_does_not_hold_the_shutdown(dataset_dir, tmp_path):
+    """A statement prepared and never asked for has its query started; SIGTERM stops it
+    at once (no GetFlightInfo can claim it while draining), so the process does not wait
+    for the grace."""
+    (tmp_path / "sluice.toml").write_text("[server]\nshutdown_grace_secs = 60\n")
+    servers = start_server(dataset_dir, "--config", str(tmp_path / "sluice.toml"))
+    server = next(servers)
+    try:
+        conn = connect(server, "analyst")
+        cur = conn.cursor()
+        cur.adbc_prepare(LONG)
+        assert wait_until(lambda: sample(server.metrics(), "sluice_active_queries") == 1)
+        started = time.time()
+        os.kill(server.proc.pid, signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        assert time.time() - started < 10
+        assert "drained: no query running" in open(server.log_path).read()
+        # The server is gone: closing the statement and the connection fails, as expected.
+        for handle in (cur, conn):
+            with contextlib.suppress(Exception):
+                handle.close()
     finally:
         servers.close()
 

@@ -3,11 +3,12 @@
 //! clients may retry elsewhere or later), and none new once the process drains for shutdown.
 //! A query is active from the start of its result stream to its end.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::session::Sessions;
 
 /// The process's admission of queries; shared by the service and whoever shuts it down.
 #[derive(Debug)]
@@ -19,6 +20,9 @@ pub struct Admission {
     /// When the last request came, in ms since `epoch`.
     last_request_ms: AtomicU64,
     epoch: Instant,
+    /// Whose queries started ahead are stopped when the drain begins: no GetFlightInfo will
+    /// claim them then, and they would hold the drain until the grace is over.
+    sessions: Mutex<Weak<Sessions>>,
 }
 
 /// One admitted query; dropping it gives its place back.
@@ -34,6 +38,7 @@ impl Admission {
             draining: AtomicBool::new(false),
             last_request_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            sessions: Mutex::new(Weak::new()),
         })
     }
 
@@ -82,9 +87,23 @@ impl Admission {
             })
     }
 
-    /// Starts draining: from now on new statements are refused.
+    /// Starts draining: from now on new statements are refused, and queries started ahead
+    /// of a GetFlightInfo stop.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        let sessions = self.sessions.lock().expect("sessions lock").upgrade();
+        if let Some(sessions) = sessions {
+            sessions.discard_unclaimed_of(None);
+        }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The sessions whose unclaimed queries [`Self::drain`] stops.
+    pub(crate) fn serve_sessions(&self, sessions: &Arc<Sessions>) {
+        *self.sessions.lock().expect("sessions lock") = Arc::downgrade(sessions);
     }
 
     /// Queries running now.

@@ -39,11 +39,13 @@ impl SluiceFlightService {
         audit: AuditLog,
         admission: Arc<Admission>,
     ) -> Self {
+        let sessions = Arc::new(Sessions::default());
+        admission.serve_sessions(&sessions);
         Self {
             inner: Arc::new(SluiceSqlService {
                 engine,
                 auth,
-                sessions: Arc::new(Sessions::default()),
+                sessions,
                 audit: Arc::new(audit),
                 limiter: ConcurrencyLimiter::default(),
                 admission,

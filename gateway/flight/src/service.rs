@@ -366,6 +366,11 @@ impl SluiceSqlService {
             Ok(stream) => {
                 self.sessions
                     .park_unclaimed(ticket.clone(), stream, Arc::clone(&caller.principal));
+                // A drain that began meanwhile stopped the others; no claim will come.
+                if self.admission.is_draining() {
+                    self.sessions.discard_unclaimed(&ticket);
+                    return FirstPlan::default();
+                }
                 let ahead = Ahead::Started {
                     ticket,
                     schema,
