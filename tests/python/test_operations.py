@@ -206,6 +206,28 @@ def test_a_query_started_at_prepare_does_not_hold_the_shutdown(dataset_dir, tmp_
         servers.close()
 
 
+def test_an_unclaimed_query_gives_its_place_back_without_another_statement(dataset_dir):
+    """A query started by a prepare that no GetFlightInfo claims within 1 s is stopped by
+    the gateway's own sweep, not only when the next statement comes."""
+    servers = start_server(dataset_dir)
+    server = next(servers)
+    try:
+        conn = connect(server, "analyst")
+        try:
+            cur = conn.cursor()
+            cur.adbc_prepare(LONG)
+            assert wait_until(lambda: sample(server.metrics(), "sluice_active_queries") == 1)
+            assert wait_until(lambda: sample(server.metrics(), "sluice_active_queries") == 0,
+                              timeout=5)
+            assert sample(server.metrics(), "sluice_queries_total", outcome="unused",
+                          route="none") == 1
+            cur.close()
+        finally:
+            conn.close()
+    finally:
+        servers.close()
+
+
 def test_the_grace_period_bounds_the_shutdown(dataset_dir, tmp_path):
     (tmp_path / "sluice.toml").write_text("[server]\nshutdown_grace_secs = 1\n")
     servers = start_server(dataset_dir, "--config", str(tmp_path / "sluice.toml"))

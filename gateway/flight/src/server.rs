@@ -64,6 +64,12 @@ impl SluiceFlightService {
         self
     }
 
+    /// Stops the started queries whose DoGet (or GetFlightInfo, for one started by its
+    /// prepare) did not come in time; each new statement does it too. Call it now and then.
+    pub fn drop_expired_tickets(&self) {
+        self.inner.sessions.drop_expired_tickets();
+    }
+
     /// The tonic service to mount on a server.
     pub fn into_server(self) -> FlightServiceServer<Self> {
         FlightServiceServer::new(self).max_decoding_message_size(64 * 1024 * 1024)

@@ -209,6 +209,16 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         let service =
             SluiceFlightService::new(engine, Arc::new(auth), audit, Arc::clone(&admission))
                 .with_start_at_prepare(start_at_prepare);
+        // Queries started for a ticket (or a prepare) that never came to fetch them give
+        // their places back within a second of expiring, even when no statement follows.
+        let sweeper = service.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                sweeper.drop_expired_tickets();
+            }
+        });
 
         let listener = tokio::net::TcpListener::bind(listen)
             .await
