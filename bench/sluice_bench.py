@@ -442,7 +442,7 @@ def profile_loop(args, gw, conns, questions, cases):
             time.sleep(args.profile_gap_ms / 1e3)
         t0 = time.perf_counter()
         with conns[c.user].cursor() as cur:
-            cur.execute(q.sluice(c))  # prepare (plans), GetFlightInfo (starts the query)
+            cur.execute(q.sluice(c))  # prepare (plans, starts the query), GetFlightInfo (claims it)
             t1 = time.perf_counter()
             cur.fetch_arrow_table()  # DoGet: streams its result
         times[q.key].append((time.perf_counter() - t0) * 1e3)

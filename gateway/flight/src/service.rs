@@ -53,6 +53,15 @@ use crate::session_options::{
     SetSessionOptionError, SetSessionOptionsRequest, SetSessionOptionsResult,
 };
 
+/// A query routed and started, and what its FlightInfo says of it.
+struct StartedQuery {
+    ticket: Vec<u8>,
+    stream: DoGetStream,
+    schema: SchemaRef,
+    /// The manifest as JSON, for the FlightInfo's `app_metadata`.
+    manifest: String,
+}
+
 /// Who is calling: set by the authentication layer on every request but Handshake.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
@@ -337,7 +346,7 @@ impl SluiceSqlService {
     async fn prepare_ahead(
         &self,
         caller: &Caller,
-        mut query: Query,
+        query: Query,
         settings: SessionSettings,
         has_parameters: bool,
         span: Span,
@@ -348,22 +357,13 @@ impl SluiceSqlService {
         // Counted before the query reads anything: an ingest that ends after this makes
         // the GetFlightInfo run the query again.
         let ingests = self.ingests.load(Ordering::Acquire);
-        if span
-            .in_scope(|| info_span!("route").in_scope(|| query.optimize()))
-            .is_err()
-        {
-            return FirstPlan::default();
-        }
-        let schema = query.schema();
-        let manifest = query.manifest().to_json();
-        self.sessions.drop_expired_tickets();
-        let ticket = Sessions::new_ticket_id();
-        let sql = query.sql().to_string();
-        match self
-            .start(caller, query, &sql, ticket.clone(), span, false)
-            .await
-        {
-            Ok(stream) => {
+        match self.route_and_start(caller, query, span, false).await {
+            Ok(StartedQuery {
+                ticket,
+                stream,
+                schema,
+                manifest,
+            }) => {
                 self.sessions
                     .park_unclaimed(ticket.clone(), stream, Arc::clone(&caller.principal));
                 // A drain that began meanwhile stopped the others; no claim will come.
@@ -419,30 +419,25 @@ impl SluiceSqlService {
             }
             PlannedStatement::Query(query) => {
                 let query = *query;
-                let mut query = match params {
+                let query = match params {
                     Some(values) => {
                         let values = coerce_parameters(&query, values)?;
                         query.bind(values)?
                     }
                     None => query,
                 };
-                let schema = query.schema();
                 // The route is chosen now, so the FlightInfo can say how the result is
                 // computed (its app_metadata: the manifest as JSON).
-                // Each phase runs inside the query span: a span's end is its last exit.
-                span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
-                let manifest = query.manifest().to_json();
-                // Tickets never redeemed give back their place before this query takes one.
-                self.sessions.drop_expired_tickets();
-                let id = Sessions::new_ticket_id();
-                let sql = query.sql().to_string();
-                let stream = self
-                    .start(caller, query, &sql, id.clone(), span, true)
-                    .await?;
+                let StartedQuery {
+                    ticket,
+                    stream,
+                    schema,
+                    manifest,
+                } = self.route_and_start(caller, query, span, true).await?;
                 self.sessions
-                    .park(id.clone(), stream, Arc::clone(&caller.principal));
+                    .park(ticket.clone(), stream, Arc::clone(&caller.principal));
                 let ticket = TicketStatementQuery {
-                    statement_handle: id.into(),
+                    statement_handle: ticket.into(),
                 };
                 Ok(flight_info(&schema, ticket, descriptor, -1)?.with_app_metadata(manifest))
             }
@@ -464,6 +459,34 @@ impl SluiceSqlService {
             self.audit_refusal(caller, &sql, e, started);
         }
         result
+    }
+
+    /// Routes a query (the hot/cold split, rollups, federation: the FlightInfo then says
+    /// how its result is computed) and starts it under a new ticket.
+    async fn route_and_start(
+        &self,
+        caller: &Caller,
+        mut query: Query,
+        span: Span,
+        asked: bool,
+    ) -> Result<StartedQuery> {
+        // Each phase runs inside the query span: a span's end is its last exit.
+        span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
+        let schema = query.schema();
+        let manifest = query.manifest().to_json();
+        // Tickets never redeemed give back their place before this query takes one.
+        self.sessions.drop_expired_tickets();
+        let ticket = Sessions::new_ticket_id();
+        let sql = query.sql().to_string();
+        let stream = self
+            .start(caller, query, &sql, ticket.clone(), span, asked)
+            .await?;
+        Ok(StartedQuery {
+            ticket,
+            stream,
+            schema,
+            manifest,
+        })
     }
 
     /// Starts a query: takes its place among the running queries and the principal's
@@ -836,10 +859,8 @@ impl FlightSqlService for SluiceSqlService {
             s.prepared.remove(query.prepared_statement_handle.as_ref())
         });
         // A query it started that no GetFlightInfo claimed stops now.
-        if let Some((Ahead::Started { ticket, .. }, _)) =
-            closed.and_then(|p| p.first_plan.take(&SessionSettings::default()))
-        {
-            self.sessions.discard_unclaimed(&ticket);
+        if let Some(closed) = closed {
+            closed.first_plan.discard(&self.sessions);
         }
         Ok(())
     }

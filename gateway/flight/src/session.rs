@@ -45,8 +45,8 @@ pub(crate) enum Ahead {
     /// query span its GetFlightInfo goes on with.
     Planned(Box<Query>, Span),
     /// The query is running too, parked unclaimed under `ticket` (its span goes with it):
-    /// its sources are read
-    /// while the client receives the prepared statement and sends its GetFlightInfo.
+    /// its sources are read while the client receives the prepared statement and sends its
+    /// GetFlightInfo.
     Started {
         ticket: Vec<u8>,
         schema: SchemaRef,
@@ -79,6 +79,14 @@ impl FirstPlan {
         let (ahead, made_with, at) = self.0.lock().expect("first plan lock").take()?;
         let usable = at.elapsed() < FIRST_PLAN_TTL && made_with == *settings;
         Some((ahead, usable))
+    }
+
+    /// Stops the query started ahead if no GetFlightInfo took it (its statement closes).
+    pub(crate) fn discard(&self, sessions: &Sessions) {
+        let taken = self.0.lock().expect("first plan lock").take();
+        if let Some((Ahead::Started { ticket, .. }, ..)) = taken {
+            sessions.discard_unclaimed(&ticket);
+        }
     }
 }
 
