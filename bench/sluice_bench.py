@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flight_sql
@@ -111,6 +112,10 @@ class Process:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
+    def minor_faults(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+
     def rss(self):
         with open(f"/proc/{self.pid}/statm") as f:
             return int(f.read().split()[1]) * PAGE
@@ -146,9 +151,13 @@ class Gateway:
     def __init__(self, argv, log_path, env=None):
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     env={**os.environ, "SLUICE_LOG": "warn", **(env or {})})
-        self.uri = None
+                                     env={**os.environ, "SLUICE_LOG": os.environ.get("SLUICE_LOG", "warn"),
+                                          **(env or {})})
+        self.uri = self.metrics_url = None
         for line in self.proc.stdout:
+            m = re.search(r"Metrics: (http://\S+)", line)
+            if m:
+                self.metrics_url = m.group(1)
             m = re.search(r"Flight SQL: (grpc://\S+)", line)
             if m:
                 self.uri = m.group(1)
@@ -167,6 +176,16 @@ class Gateway:
             with conn.cursor() as cur:
                 cur.execute(f"SET sluice.route = '{route}'")
         return conn
+
+    def plan_cache_counts(self):
+        """The plan cache metrics (`sluice_*plan_cache_total`), one line, or '' without them."""
+        if not self.metrics_url:
+            return ""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as r:
+            text = r.read().decode()
+        return " ".join(line.replace("sluice_", "").replace("_total", "")
+                        for line in text.splitlines()
+                        if "plan_cache_total{" in line and not line.startswith("#"))
 
     def stop(self):
         stop(self.proc)
@@ -427,6 +446,7 @@ def profile(args, gw, ch, contexts, analyst_ctx):
         log(f"profile: {key}: p50 {statistics.median(t):.2f} ms over {len(t)} queries "
             f"(of which execute, until FlightInfo: {statistics.median(execute[key]):.2f} ms)")
     log(f"profile: gateway CPU {cpu_ms:.2f} ms per query")
+    log(f"profile: {gw.plan_cache_counts()}")
     for conn in conns.values():
         conn.close()
 
@@ -434,7 +454,8 @@ def profile(args, gw, ch, contexts, analyst_ctx):
 def profile_loop(args, gw, conns, questions, cases):
     times = {q.key: [] for q in questions}
     execute = {q.key: [] for q in questions}
-    cpu0, stop_at, i = gw.stats.cpu(), time.perf_counter() + args.profile_seconds, 0
+    cpu0, faults0 = gw.stats.cpu(), gw.stats.minor_faults()
+    stop_at, i = time.perf_counter() + args.profile_seconds, 0
     while time.perf_counter() < stop_at:
         q, c = cases[i % len(cases)]
         i += 1
@@ -447,6 +468,8 @@ def profile_loop(args, gw, conns, questions, cases):
             cur.fetch_arrow_table()  # DoGet: streams its result
         times[q.key].append((time.perf_counter() - t0) * 1e3)
         execute[q.key].append((t1 - t0) * 1e3)
+    log(f"profile: gateway minor page faults {(gw.stats.minor_faults() - faults0) / max(i, 1):.0f} "
+        "per query")
     return times, execute, (gw.stats.cpu() - cpu0) * 1e3 / max(i, 1)
 
 

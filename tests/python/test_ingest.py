@@ -87,6 +87,34 @@ def test_ingested_events_are_read_by_the_next_query(gateway):
         me.close()
 
 
+def test_a_kept_physical_plan_reads_the_events_ingested_since(gateway, request):
+    """A statement asked again runs its kept operators again where that is exact. On Redis
+    they are kept and read every event ingested since; the embedded hot store's scan takes
+    its rows when it is planned, so there the operators are planned again."""
+    admin, me = connect(gateway, "admin"), connect(gateway, ME)
+    hits = 'sluice_physical_plan_cache_total{outcome="hit"}'
+    try:
+        track = a_track(me)
+        base = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=2)
+        since = f"ts >= '{base.isoformat()}'"
+        count = f"SELECT count(*), sum(ms_played) FROM streams WHERE {since}"
+        last = f"SELECT ts, ms_played FROM streams WHERE {since} ORDER BY ts DESC LIMIT 1"
+        before = sluice_rows(me, count)[0], sluice_rows(me, last)
+        for i in range(3):
+            ts = base + dt.timedelta(seconds=20 + i, milliseconds=13)
+            assert ingest(admin, events([(ME, track, ts, 300 + i)])) == 1
+            kept = gateway.metrics().get(hits, 0)
+            got = sluice_rows(me, count)[0], sluice_rows(me, last)
+            reused = gateway.metrics().get(hits, 0) - kept
+            played = (before[0][1] or 0) + sum(300 + j for j in range(i + 1))
+            assert got == ((before[0][0] + i + 1, played),
+                           [(int(ts.timestamp() * 1000), 300 + i)])
+            assert reused == (2 if request.node.callspec.params["gateway"] == "redis" else 0)
+    finally:
+        admin.close()
+        me.close()
+
+
 def test_a_query_prepared_before_an_ingest_or_a_setting_reads_as_of_its_run(gateway):
     """A prepared query starts at its CreatePreparedStatement; an ingest or a new session
     setting before its GetFlightInfo makes it run again, so neither is missed."""

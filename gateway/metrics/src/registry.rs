@@ -91,6 +91,16 @@ pub static PLAN_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Physical plans (operators) of queries by `outcome`: `hit` (a kept physical plan reset
+/// and run again) or `miss` (planned from the routed plan).
+pub static PHYSICAL_PLAN_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "sluice_physical_plan_cache_total",
+        "Queries that ran a kept physical plan again (hit) or planned one (miss)",
+        &["outcome"],
+    )
+});
+
 /// Queries by `outcome` (`ok`, `failed`, `refused`, `cancelled`, `timeout`,
 /// `too_many_rows`, `client_gone`, `busy`) and `route` (the branches read: `hot`, `cold`,
 /// `rollup`, joined by `+`; `none` when nothing of `streams` was read or the query did not
@@ -177,6 +187,7 @@ pub fn render() -> String {
     LazyLock::force(&SOURCE_SECONDS);
     LazyLock::force(&ROLLUP_READS);
     LazyLock::force(&PLAN_CACHE);
+    LazyLock::force(&PHYSICAL_PLAN_CACHE);
     LazyLock::force(&QUERIES);
     LazyLock::force(&QUERY_SECONDS);
     LazyLock::force(&ACTIVE_QUERIES);

@@ -14,13 +14,15 @@ use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Explain, LogicalPlan, Statement};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use sluice_auth::{Principal, Role};
 use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
 use sluice_connector_api::{Sources, Watermark};
+use sluice_metrics::PHYSICAL_PLAN_CACHE;
 use tracing::debug;
 
 use crate::catalog_lookup::CatalogLookupRule;
@@ -34,7 +36,9 @@ use crate::ingest::{EventIngest, IngestTarget};
 use crate::manifest::Manifest;
 use crate::memory::MemoryBudget;
 use crate::placeholders::number_question_marks;
-use crate::plan_cache::{DEFAULT_PLAN_CACHE_ENTRIES, PlanCache, PlanKey, RoutedPlan, reusable};
+use crate::plan_cache::{
+    DEFAULT_PLAN_CACHE_ENTRIES, PlanCache, PlanKey, RoutedPlan, physical_not_reusable, reusable,
+};
 use crate::rollups::{AggregateSplitRule, AvailableRollup, RollupChoice};
 use crate::scope::ListenerScopeRule;
 use crate::semi_join::SemiJoinDistinctRule;
@@ -92,6 +96,10 @@ pub struct Query {
     executor: Option<QueryExecutor>,
     /// Where to keep the routed plan once optimized, if it may be reused.
     keep_as: Option<(Arc<PlanCache>, PlanKey)>,
+    /// The kept physical plan of `federated`, never run.
+    physical: Option<Arc<dyn ExecutionPlan>>,
+    /// Where to keep the physical plan once planned, if it may be reused.
+    keep_physical_as: Option<(Arc<PlanCache>, PlanKey)>,
 }
 
 fn internal(e: datafusion::error::DataFusionError) -> Error {
@@ -251,7 +259,16 @@ impl QueryEngine {
             // copy every row of the catalog into partitions for each join (a fifth of the
             // gateway's CPU on catalog-join questions, measured with perf) and hand batches
             // between threads to no gain; the hot and cold reads still run side by side.
-            state.config_mut().options_mut().execution.target_partitions = 1;
+            let options = state.config_mut().options_mut();
+            options.execution.target_partitions = 1;
+            // No dynamic filters: the sources of a listener's rows take none (ClickHouse is
+            // sent fixed SQL, Redis a key and a range), and without them the physical plan
+            // can be kept for the next run (see plan_cache).
+            let optimizer = &mut options.optimizer;
+            optimizer.enable_dynamic_filter_pushdown = false;
+            optimizer.enable_topk_dynamic_filter_pushdown = false;
+            optimizer.enable_join_dynamic_filter_pushdown = false;
+            optimizer.enable_aggregate_dynamic_filter_pushdown = false;
         }
         // Read before parsing, so that a statement planned before at this W skips planning.
         // A failed read only matters to a query: it is reported below, after parsing.
@@ -271,8 +288,13 @@ impl QueryEngine {
                 federated,
                 routes,
                 rollups,
+                physical,
             } = routed;
-            let query = self.query(state, pool, original_sql, settings, key.watermark_ms, plan);
+            let mut query = self.query(state, pool, original_sql, settings, key.watermark_ms, plan);
+            if physical.is_none() {
+                query.keep_physical_as = Some((Arc::clone(&self.plans), key.clone()));
+            }
+            query.physical = physical;
             return Ok(PlannedStatement::Query(Box::new(
                 query.routed(federated, routes, rollups),
             )));
@@ -329,6 +351,7 @@ impl QueryEngine {
             .filter(|_| reusable(&plan))
             .map(|key| (Arc::clone(&self.plans), key));
         let mut query = self.query(state, pool, original_sql, settings, watermark_ms, plan);
+        query.keep_physical_as.clone_from(&keep_as);
         query.keep_as = keep_as;
         Ok(PlannedStatement::Query(Box::new(query)))
     }
@@ -366,6 +389,8 @@ impl QueryEngine {
             sql,
             executor: self.executor.clone(),
             keep_as: None,
+            physical: None,
+            keep_physical_as: None,
         }
     }
 }
@@ -466,6 +491,7 @@ impl Query {
                     federated: self.federated.clone(),
                     routes: self.scope.routes.lock().expect("routes lock").clone(),
                     rollups: self.scope.rollups.lock().expect("rollups lock").clone(),
+                    physical: None,
                 },
             );
         }
@@ -513,19 +539,38 @@ impl Query {
             plan,
             federated,
             executor,
+            physical,
+            keep_physical_as,
             ..
         } = self;
         // Operators spawn their tasks where the plan starts: on the executor's runtime.
         let start = async move {
-            let physical = match &federated {
-                Some(federated) => federation::physical_plan(federated, &state).await,
-                None => {
+            let physical = match (physical, &federated) {
+                (Some(kept), _) => {
+                    PHYSICAL_PLAN_CACHE.with_label_values(&["hit"]).inc();
+                    reset_plan_states(kept)?
+                }
+                (None, Some(federated)) => {
+                    PHYSICAL_PLAN_CACHE.with_label_values(&["miss"]).inc();
+                    let physical = federation::physical_plan(federated, &state).await?;
+                    if let Some((plans, key)) = keep_physical_as {
+                        match physical_not_reusable(&physical) {
+                            // A copy that never runs: each run resets its own.
+                            None => {
+                                plans.keep_physical(&key, reset_plan_states(Arc::clone(&physical))?)
+                            }
+                            Some(why) => debug!(why, "physical plan not kept"),
+                        }
+                    }
+                    physical
+                }
+                (None, None) => {
                     state
                         .query_planner()
                         .create_physical_plan(&plan, &state)
-                        .await
+                        .await?
                 }
-            }?;
+            };
             debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
             let stream = execute_stream(physical, task_ctx)?;
             match route {

@@ -22,7 +22,8 @@
 //! - `information_schema`: the tables and columns with their descriptions;
 //! - `manifest`: how a result was computed (sources, rollups, `W`), for the client, EXPLAIN
 //!   and the log;
-//! - `plan_cache`: routed plans kept for statements that come again at the same `W`;
+//! - `plan_cache`: routed plans, and their physical plans where running them again is
+//!   exact, kept for statements that come again at the same `W`;
 //! - `source_reads`: what each source returned, counted when the plan runs;
 //! - `memory`: each query's operator memory, within its principal's limit and the
 //!   process's [`MemoryBudget`];

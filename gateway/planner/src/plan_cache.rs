@@ -10,12 +10,18 @@
 //! `current_date`, `random()`: the optimizer folds the time ones at planning), are never
 //! kept. Plans hold no per-query state: data is read when a plan runs, never when it is
 //! planned, so a kept plan still sees every event ingested since.
+//!
+//! The physical plan (the operators) is kept with it where running it again is exact
+//! ([`physical_not_reusable`]): physical planning was a quarter of the gateway's CPU for a small
+//! per-listener question (perf, with the client idling between questions). Each run gets its
+//! own copy with the operators' state renewed (DataFusion's `reset_plan_states`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_plan::ExecutionPlan;
 use sluice_metrics::PLAN_CACHE;
 
 use crate::rollups::RollupChoice;
@@ -44,6 +50,8 @@ pub(crate) struct RoutedPlan {
     pub(crate) federated: Option<LogicalPlan>,
     pub(crate) routes: Vec<Route>,
     pub(crate) rollups: Vec<RollupChoice>,
+    /// `federated` planned into operators, never run, if running it again is exact.
+    pub(crate) physical: Option<Arc<dyn ExecutionPlan>>,
 }
 
 #[derive(Debug)]
@@ -112,6 +120,14 @@ impl PlanCache {
         entries.map.insert(key, Entry { plan, last_used });
     }
 
+    /// Keeps `physical` with the routed plan of `key`, if that is still kept.
+    pub(crate) fn keep_physical(&self, key: &PlanKey, physical: Arc<dyn ExecutionPlan>) {
+        let mut entries = self.entries.lock().expect("plan cache lock");
+        if let Some(entry) = entries.map.get_mut(key) {
+            entry.plan.physical.get_or_insert(physical);
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.lock().expect("plan cache lock").map.len()
@@ -144,8 +160,128 @@ pub(crate) fn reusable(plan: &LogicalPlan) -> bool {
     reusable
 }
 
+/// Operators that hold no state between runs but what `reset_plan_states` renews, and
+/// whose inputs are read when they run.
+const REUSABLE_OPERATORS: &[&str] = &[
+    "AggregateExec",
+    "CoalesceBatchesExec",
+    "CoalescePartitionsExec",
+    "CooperativeExec",
+    "FilterExec",
+    "GlobalLimitExec",
+    "HashJoinExec",
+    "LocalLimitExec",
+    "ProjectionExec",
+    "RepartitionExec",
+    "SortExec",
+    "SortExec(TopK)",
+    "SortPreservingMergeExec",
+    "UnionExec",
+    // Sluice's own and datafusion-federation's: stateless.
+    "CatalogLookupExec",
+    "KeyedScanExec",
+    "SchemaCastScanExec",
+    "SourceReadExec",
+];
+
+/// Scans that read their source when they run, not when they are planned.
+const SCANS_READ_AT_RUN: &[&str] = &[
+    "ClickHouseStatementExec",
+    "EmptyExec",
+    "PlaceholderRowExec",
+    "RedisScanExec",
+];
+
+/// Why `plan` may not run again, or `None` if it gives the same answer as planning again
+/// when run again (after `reset_plan_states`). Not where a scan or filter holds a dynamic
+/// filter made by an operator above it (`reset_plan_states` renews the producer's, not the
+/// copy below; a top-k sort's own filter, used by it alone, is renewed), nor where a scan
+/// took its rows when it was planned (the embedded hot store's), except the catalog's under
+/// [`crate::catalog_lookup::KeyedScanExec`] (the catalog does not change while Sluice
+/// runs). Unknown operators are not reused.
+pub(crate) fn physical_not_reusable(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    let mut produced = HashSet::new();
+    if let Some(why) = dynamic_filters_produced(plan, &mut produced) {
+        return Some(why);
+    }
+    check_operators(plan, false, &produced)
+}
+
+/// The ids of the dynamic filters operators of `plan` make, into `ids`.
+fn dynamic_filters_produced(
+    node: &Arc<dyn ExecutionPlan>,
+    ids: &mut HashSet<u64>,
+) -> Option<String> {
+    for filter in node.dynamic_expressions_produced() {
+        match filter.expression_id() {
+            Some(id) => ids.insert(id),
+            None => {
+                return Some(format!(
+                    "{} makes a dynamic filter without an id",
+                    node.name()
+                ));
+            }
+        };
+    }
+    node.children()
+        .into_iter()
+        .find_map(|c| dynamic_filters_produced(c, ids))
+}
+
+fn check_operators(
+    node: &Arc<dyn ExecutionPlan>,
+    under_catalog: bool,
+    produced: &HashSet<u64>,
+) -> Option<String> {
+    let name = node.name();
+    let own: HashSet<u64> = node
+        .dynamic_expressions_produced()
+        .iter()
+        .filter_map(|f| f.expression_id())
+        .collect();
+    let mut held = false;
+    let _ = node.apply_expressions(&mut |root| {
+        root.apply(|e| {
+            held = e
+                .expression_id()
+                .is_some_and(|id| produced.contains(&id) && !own.contains(&id));
+            Ok(if held {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        })
+    });
+    if held {
+        return Some(format!("{name} holds a dynamic filter from above"));
+    }
+    let children = node.children();
+    let known = if children.is_empty() {
+        SCANS_READ_AT_RUN.contains(&name) || (under_catalog && name == "DataSourceExec")
+    } else {
+        REUSABLE_OPERATORS.contains(&name)
+    };
+    if !known {
+        return Some(format!("{name} is not known to run again exactly"));
+    }
+    let catalog_below = name == "KeyedScanExec" || (under_catalog && name == "CooperativeExec");
+    children
+        .into_iter()
+        .find_map(|c| check_operators(c, catalog_below, produced))
+}
+
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+    use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::union::UnionExec;
+    use datafusion::physical_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
     use datafusion::prelude::SessionContext;
 
     use super::*;
@@ -178,6 +314,58 @@ mod tests {
         }
     }
 
+    /// Operators a listener's questions use: a top-k sort (its dynamic filter its own)
+    /// over a union of a scan read when it runs and a projection.
+    fn top_k(input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        let x = Arc::new(PhysicalColumn::new("x", 0)) as Arc<dyn PhysicalExpr>;
+        let order = LexOrdering::new([PhysicalSortExpr::new_default(x)]).unwrap();
+        Arc::new(SortExec::new(order, input).with_fetch(Some(1)))
+    }
+
+    fn one_row() -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        Arc::new(PlaceholderRowExec::new(schema))
+    }
+
+    #[test]
+    fn physical_plans_are_kept_only_where_running_them_again_is_exact() {
+        let sort = top_k(one_row());
+        assert!(!sort.dynamic_expressions_produced().is_empty());
+        assert_eq!(physical_not_reusable(&sort), None);
+        let union = UnionExec::try_new(vec![one_row(), one_row()]).unwrap();
+        assert_eq!(physical_not_reusable(&top_k(union)), None);
+
+        // A filter below the sort holding the sort's dynamic filter (as a scan would if
+        // the filter were pushed down): a reset renews the sort's, not the filter's.
+        let below = top_k(one_row());
+        let dynamic = below.dynamic_expressions_produced().remove(0);
+        let holder: Arc<dyn ExecutionPlan> =
+            Arc::new(FilterExec::try_new(dynamic, one_row()).unwrap());
+        let sort = Arc::clone(&below)
+            .replace_children(
+                vec![holder],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )
+            .unwrap();
+        assert_eq!(
+            physical_not_reusable(&sort).as_deref(),
+            Some("FilterExec holds a dynamic filter from above")
+        );
+
+        // Rows taken when planned (a memory table, as the embedded hot store's scan).
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let memory =
+            MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], batch.schema(), None).unwrap();
+        assert_eq!(
+            physical_not_reusable(&top_k(memory)).as_deref(),
+            Some("DataSourceExec is not known to run again exactly")
+        );
+    }
+
     fn key(sql: &str) -> PlanKey {
         PlanKey {
             sql: sql.to_string(),
@@ -195,6 +383,7 @@ mod tests {
             federated: None,
             routes: vec![],
             rollups: vec![],
+            physical: None,
         };
         let cache = PlanCache::new(2);
         cache.insert(key("a"), plan.clone());
