@@ -28,8 +28,12 @@ use crate::rollups::RollupChoice;
 use crate::settings::SessionSettings;
 use crate::streams::Route;
 
-/// How many plans the engine keeps unless told otherwise.
-pub const DEFAULT_PLAN_CACHE_ENTRIES: usize = 256;
+/// How many plans the engine keeps unless told otherwise. An entry (routed, federated and
+/// physical plan of a listener's question) took about 60 KiB of resident memory (170 kept:
+/// 129 MiB against 118 MiB with none), so this is about 64 MiB at most. 256 was fewer than
+/// the benchmark's 322 statements in rotation: least recently used out first, none was
+/// still kept when it came again.
+pub const DEFAULT_PLAN_CACHE_ENTRIES: usize = 1024;
 
 /// What makes two statements plan the same.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
