@@ -94,12 +94,11 @@ pub struct Query {
     /// The statement as the client sent it (for the audit log).
     sql: Arc<str>,
     executor: Option<QueryExecutor>,
-    /// Where to keep the routed plan once optimized, if it may be reused.
+    /// Where its plans are kept, if they may be reused: the routed plan once optimized (if
+    /// it was not taken from there), the physical plan once planned (if none was kept).
     keep_as: Option<(Arc<PlanCache>, PlanKey)>,
     /// The kept physical plan of `federated`, never run.
     physical: Option<Arc<dyn ExecutionPlan>>,
-    /// Where to keep the physical plan once planned, if it may be reused.
-    keep_physical_as: Option<(Arc<PlanCache>, PlanKey)>,
 }
 
 fn internal(e: datafusion::error::DataFusionError) -> Error {
@@ -291,9 +290,7 @@ impl QueryEngine {
                 physical,
             } = routed;
             let mut query = self.query(state, pool, original_sql, settings, key.watermark_ms, plan);
-            if physical.is_none() {
-                query.keep_physical_as = Some((Arc::clone(&self.plans), key.clone()));
-            }
+            query.keep_as = Some((Arc::clone(&self.plans), key.clone()));
             query.physical = physical;
             return Ok(PlannedStatement::Query(Box::new(
                 query.routed(federated, routes, rollups),
@@ -351,7 +348,6 @@ impl QueryEngine {
             .filter(|_| reusable(&plan))
             .map(|key| (Arc::clone(&self.plans), key));
         let mut query = self.query(state, pool, original_sql, settings, watermark_ms, plan);
-        query.keep_physical_as.clone_from(&keep_as);
         query.keep_as = keep_as;
         Ok(PlannedStatement::Query(Box::new(query)))
     }
@@ -390,7 +386,6 @@ impl QueryEngine {
             executor: self.executor.clone(),
             keep_as: None,
             physical: None,
-            keep_physical_as: None,
         }
     }
 }
@@ -483,9 +478,9 @@ impl Query {
                 Some(federation::federate(&self.plan, &self.state).map_err(Error::Plan)?);
         }
         self.optimized = true;
-        if let Some((plans, key)) = self.keep_as.take() {
+        if let Some((plans, key)) = &self.keep_as {
             plans.insert(
-                key,
+                key.clone(),
                 RoutedPlan {
                     plan: self.plan.clone(),
                     federated: self.federated.clone(),
@@ -540,7 +535,7 @@ impl Query {
             federated,
             executor,
             physical,
-            keep_physical_as,
+            keep_as,
             ..
         } = self;
         // Operators spawn their tasks where the plan starts: on the executor's runtime.
@@ -553,7 +548,7 @@ impl Query {
                 (None, Some(federated)) => {
                     PHYSICAL_PLAN_CACHE.with_label_values(&["miss"]).inc();
                     let physical = federation::physical_plan(federated, &state).await?;
-                    if let Some((plans, key)) = keep_physical_as {
+                    if let Some((plans, key)) = keep_as {
                         match physical_not_reusable(&physical) {
                             // A copy that never runs: each run resets its own.
                             None => {
