@@ -63,6 +63,11 @@ CASES = {
         JOIN tracks t ON s.track_uri = t.track_uri
         WHERE s.ts >= '2021-01-01T00:00:00Z' AND s.ts < '2022-01-01T00:00:00Z'
         GROUP BY t.track_name ORDER BY listeners DESC, t.track_name LIMIT 5"""),
+    # A predicate ClickHouse cannot run stays in the gateway; the listener and the range
+    # still go to ClickHouse.
+    "listener_beside_a_filter_clickhouse_cannot_run": ("u0002", """
+        SELECT count(*) FROM streams
+        WHERE ts < '2022-01-01T00:00:00Z' AND track_uri || 'x' = 'spotify:track:xx'"""),
     "rollup_first_last_by_name": ("u0002", """
         SELECT track_uri, first_ts, plays FROM track_first_last ORDER BY first_ts LIMIT 3"""),
 }

@@ -87,6 +87,10 @@ ATTEMPTS = [
     ("explain with statistics", ["SET datafusion.explain.show_statistics = true"], "EXPLAIN SELECT * FROM streams", None, "refused"),
     ("error echoing a value", [], "SELECT CAST(user_id AS INT) FROM streams", None, "refused"),
     ("error echoing another listener's track", [], "SELECT count(*) FROM streams WHERE CAST(track_uri || user_id AS INT) = 1", None, "refused"),
+    # The same over a rollup read by name, and a cast ClickHouse could run itself.
+    ("error echoing a rollup's other listener", [], "SELECT count(*) FROM plays_daily WHERE CAST(track_uri || user_id AS INT) = 1", None, "refused"),
+    ("error echoing first and last plays of others", [], "SELECT count(*) FROM track_first_last WHERE CAST(track_uri || user_id AS INT) = 1", None, "refused"),
+    ("error parsing tracks before a year", [], "SELECT count(*) FROM streams WHERE ts < '2022-01-01T00:00:00Z' AND CAST(track_uri AS INT) = 1", None, "refused"),
     ("error in a filter on others", [], "SELECT count(*) FROM streams WHERE user_id = 'u0003' AND CAST(track_uri AS INT) = 1", None, "any"),
 ]
 

@@ -14,8 +14,9 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
-    Aggregate, Distinct, Expr, ExprSchemable, Extension, JoinType, LogicalPlan, Operator,
+    Aggregate, Distinct, Expr, ExprSchemable, Extension, Filter, JoinType, LogicalPlan, Operator,
     Projection, SubqueryAlias, col, lit, when,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -73,13 +74,44 @@ impl ClickHousePushdownRule {
                 node: Arc::new(node),
             })));
         }
-        plan.map_children(|child| {
+        let split = split_filter(plan)?;
+        let transformed = split.transformed;
+        let children = split.data.map_children(|child| {
             // A leaf ClickHouse cannot run (there is none today) stays as it is.
             if child.inputs().is_empty() && !matches!(child, LogicalPlan::TableScan(_)) {
                 return Ok(Transformed::no(child));
             }
             self.federate(child)
+        })?;
+        Ok(if transformed {
+            Transformed::yes(children.data)
+        } else {
+            children
         })
+    }
+}
+
+/// A filter ClickHouse can run only part of, as that part under the rest: the part then
+/// goes to ClickHouse with the filter's input. Otherwise a predicate ClickHouse cannot run
+/// (`track_uri || 'x' = ...`) would keep the listener's `user_id` and the time range out of
+/// the statement too, and ClickHouse would send every listener's rows.
+fn split_filter(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Filter(filter) = plan else {
+        return Ok(Transformed::no(plan));
+    };
+    let schema = Arc::clone(filter.input.schema());
+    let (runs, stays): (Vec<Expr>, Vec<Expr>) = split_conjunction_owned(filter.predicate.clone())
+        .into_iter()
+        .partition(|e| expr_ok(e, &schema));
+    match (conjunction(runs), conjunction(stays)) {
+        (Some(runs), Some(stays)) => {
+            let below = LogicalPlan::Filter(Filter::try_new(runs, filter.input)?);
+            Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+                stays,
+                Arc::new(below),
+            )?)))
+        }
+        _ => Ok(Transformed::no(LogicalPlan::Filter(filter))),
     }
 }
 
@@ -284,8 +316,10 @@ fn millis(e: &Expr, schema: &DFSchema) -> bool {
     )
 }
 
-/// Casts between numbers and strings mean the same in both engines; casts to or from times
-/// do not (a time is milliseconds in ClickHouse).
+/// Casts of numbers mean the same in both engines; casts to or from times do not (a time is
+/// milliseconds in ClickHouse). Strings are not parsed in ClickHouse: it evaluates a
+/// statement's WHERE over whole granules, other listeners' rows included, and its parse
+/// error quotes the value; in the gateway the cast sees the listener's rows only.
 fn cast_ok(input: &Expr, to: &DataType, schema: &DFSchema) -> bool {
     let Some(from) = type_of(input, schema) else {
         return false;
@@ -293,8 +327,10 @@ fn cast_ok(input: &Expr, to: &DataType, schema: &DFSchema) -> bool {
     if from == *to {
         return true;
     }
-    let plain = |t: &DataType| (t.is_numeric() && !t.is_floating()) || matches!(t, DataType::Utf8);
-    !is_time(&from) && !is_time(to) && plain(&from) && (plain(to) || to.is_floating())
+    let integer = |t: &DataType| t.is_numeric() && !t.is_floating();
+    !is_time(to)
+        && integer(&from)
+        && (integer(to) || to.is_floating() || matches!(to, DataType::Utf8))
 }
 
 /// ClickHouse's sum/min/max/avg over no rows (or only NULLs) give 0, the type's default or
@@ -606,5 +642,37 @@ mod tests {
         assert!(sql.contains("AS \"__sluice_j1\""), "{sql}");
         assert!(sql.contains("CASE WHEN"), "{sql}");
         assert!(sql.contains("1609459200000"), "{sql}");
+    }
+
+    #[tokio::test]
+    async fn a_filter_clickhouse_runs_in_part_keeps_the_listener_below() {
+        let p = plan(
+            "SELECT track_uri FROM streams WHERE user_id = 'u0002' \
+             AND track_uri || 'x' = 'y' AND CAST(track_uri AS INT) = 1 AND ms_played > 0",
+        )
+        .await;
+        assert!(!runs_in_clickhouse(&p).unwrap());
+        let LogicalPlan::Projection(projection) = p else {
+            panic!("a projection on top: {p}");
+        };
+        let LogicalPlan::Filter(filter) = projection.input.as_ref().clone() else {
+            panic!("a filter below the projection: {projection:?}");
+        };
+        let split = split_filter(LogicalPlan::Filter(filter)).unwrap();
+        assert!(split.transformed);
+        let LogicalPlan::Filter(above) = split.data else {
+            panic!("a filter");
+        };
+        // The concatenation and the string's parse stay in the gateway...
+        let stays = above.predicate.to_string();
+        assert!(stays.contains("||") && stays.contains("CAST"), "{stays}");
+        assert!(!stays.contains("u0002"), "{stays}");
+        // ...over the part ClickHouse runs: the listener and the rest.
+        assert!(runs_in_clickhouse(&above.input).unwrap());
+        let sent = unparse(&above.input);
+        assert!(
+            sent.contains("'u0002'") && sent.contains("ms_played"),
+            "{sent}"
+        );
     }
 }

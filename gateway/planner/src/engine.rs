@@ -40,7 +40,7 @@ use crate::plan_cache::{
     DEFAULT_PLAN_CACHE_ENTRIES, PlanCache, PlanKey, RoutedPlan, physical_not_reusable, reusable,
 };
 use crate::rollups::{AggregateSplitRule, AvailableRollup, RollupChoice};
-use crate::scope::ListenerScopeRule;
+use crate::scope::{ListenerRowsRule, ListenerScopeRule};
 use crate::semi_join::SemiJoinDistinctRule;
 use crate::settings::SessionSettings;
 use crate::streams::{QueryScope, QueryScopeOption, Route, StreamsSplitRule, StreamsTable};
@@ -180,8 +180,10 @@ impl QueryEngine {
             .with_optimizer_rule(Arc::new(AggregateSplitRule::new(rollups)))
             .with_optimizer_rule(Arc::new(StreamsSplitRule))
             .with_optimizer_rule(Arc::new(TopKSplitRule))
-            // Last, once DataFusion placed its joins: catalog joins by lookup where exact.
+            // Last, once DataFusion placed its joins: catalog joins by lookup where exact,
+            // then a listener's rows taken from each scan before any expression sees them.
             .with_physical_optimizer_rule(Arc::new(CatalogLookupRule))
+            .with_physical_optimizer_rule(Arc::new(ListenerRowsRule))
             .build();
         Ok(Self {
             base,
@@ -244,13 +246,6 @@ impl QueryEngine {
     ) -> Result<PlannedStatement> {
         let mut state = self.base.clone();
         settings.apply(state.config_mut().options_mut())?;
-        // The query's memory pool is made when it runs (`execute`): planning alone
-        // (CreatePreparedStatement, GetSchema) needs none.
-        let pool = QueryPool {
-            budget: Arc::clone(&self.memory),
-            owner: principal.name().to_string(),
-            limit_bytes: principal.limits().query_memory_bytes,
-        };
         let original_sql: Arc<str> = sql.into();
         if let Some(user) = principal.scope() {
             state.add_analyzer_rule(Arc::new(ListenerScopeRule::new(user)));
@@ -268,6 +263,9 @@ impl QueryEngine {
             optimizer.enable_topk_dynamic_filter_pushdown = false;
             optimizer.enable_join_dynamic_filter_pushdown = false;
             optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+            // A Parquet row filter would compute the query's own predicates over the other
+            // listeners' rows of a row group, before `ListenerRowsExec` drops them.
+            options.execution.parquet.pushdown_filters = false;
         }
         // Read before parsing, so that a statement planned before at this W skips planning.
         // A failed read only matters to a query: it is reported below, after parsing.
@@ -289,7 +287,14 @@ impl QueryEngine {
                 rollups,
                 physical,
             } = routed;
-            let mut query = self.query(state, pool, original_sql, settings, key.watermark_ms, plan);
+            let mut query = self.query(
+                state,
+                principal,
+                original_sql,
+                settings,
+                key.watermark_ms,
+                plan,
+            );
             query.keep_as = Some((Arc::clone(&self.plans), key.clone()));
             query.physical = physical;
             return Ok(PlannedStatement::Query(Box::new(
@@ -347,27 +352,35 @@ impl QueryEngine {
         let keep_as = key
             .filter(|_| reusable(&plan))
             .map(|key| (Arc::clone(&self.plans), key));
-        let mut query = self.query(state, pool, original_sql, settings, watermark_ms, plan);
+        let mut query = self.query(state, principal, original_sql, settings, watermark_ms, plan);
         query.keep_as = keep_as;
         Ok(PlannedStatement::Query(Box::new(query)))
     }
 
-    /// A query of `plan` (not yet optimized) at `watermark_ms`.
+    /// A query of `plan` (not yet optimized) at `watermark_ms`, of `principal`.
     fn query(
         &self,
         mut state: SessionState,
-        pool: QueryPool,
+        principal: &Principal,
         sql: Arc<str>,
         settings: &SessionSettings,
         watermark_ms: i64,
         plan: LogicalPlan,
     ) -> Query {
+        // The query's memory pool is made when it runs (`execute`): planning alone
+        // (CreatePreparedStatement, GetSchema) needs none.
+        let pool = QueryPool {
+            budget: Arc::clone(&self.memory),
+            owner: principal.name().to_string(),
+            limit_bytes: principal.limits().query_memory_bytes,
+        };
         let scope = Arc::new(QueryScope {
             watermark_ms,
             route: settings.route(),
             freshness: settings.freshness(),
             routes: Mutex::new(Vec::new()),
             rollups: Mutex::new(Vec::new()),
+            listener: principal.scope().map(Arc::from),
         });
         // The split of `streams` reads this query's W from its options.
         state

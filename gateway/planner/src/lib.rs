@@ -4,7 +4,8 @@
 //! [`PlannedStatement`], whose [`Query::execute`] streams the result.
 //!
 //! Steps, each in its own module:
-//! - `scope`: a listener's `user_id` filter on every user-keyed relation, first;
+//! - `scope`: a listener's `user_id` filter on every user-keyed relation, first (and, in the
+//!   physical plan, only the listener's rows passed on by each scan, before any expression);
 //! - `catalog_rollups`: an aggregate over `streams` joined with the catalog read from a rollup
 //!   kept by catalog attributes (artist, genre) for its whole months;
 //! - `eager_aggregate`: an aggregate over `streams` joined with the catalog computed in part

@@ -184,6 +184,7 @@ const REUSABLE_OPERATORS: &[&str] = &[
     // Sluice's own and datafusion-federation's: stateless.
     "CatalogLookupExec",
     "KeyedScanExec",
+    "ListenerRowsExec",
     "SchemaCastScanExec",
     "SourceReadExec",
 ];

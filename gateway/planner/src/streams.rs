@@ -74,6 +74,8 @@ pub(crate) struct QueryScope {
     pub(crate) freshness: Freshness,
     pub(crate) routes: Mutex<Vec<Route>>,
     pub(crate) rollups: Mutex<Vec<RollupChoice>>,
+    /// The listener a listener's query is scoped to (`None` for analysts and admins).
+    pub(crate) listener: Option<Arc<str>>,
 }
 
 /// The `streams` table as the SQL planner sees it: both branches behind one name. It is
