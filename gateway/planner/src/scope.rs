@@ -7,8 +7,9 @@
 //! would be computed over the other listeners' rows of a batch too, and its error would
 //! quote their values. So, last in the physical plan, [`ListenerRowsRule`] puts a
 //! [`ListenerRowsExec`] right above every scan the gateway reads itself: only the listener's
-//! rows leave it, before any expression of the query sees them. (ClickHouse is sent the
-//! listener's filter as `PREWHERE`, which it applies before the rest of the statement.)
+//! rows leave it, before any expression of the query sees them. (ClickHouse evaluates a
+//! statement's WHERE over whole granules, so no cast that parses a string, whose error would
+//! quote the value, is sent to it: see the ClickHouse connector's pushdown.)
 
 use std::fmt;
 use std::sync::Arc;
