@@ -71,13 +71,15 @@ class Server:
         return samples
 
 
-def start_server(dataset_dir, *extra):
+def start_server(dataset_dir, *extra, data=True):
     """Starts `sluice serve` on a free port; yields it and stops exactly that process. Its
-    log is `server.log_path`."""
+    log is `server.log_path` (beside `dataset_dir`). `data=False` serves without `--data`, as
+    a deployment with ClickHouse does: everything from the configured sources."""
     log_path = tempfile.mkstemp(prefix="sluice-", suffix=".log", dir=dataset_dir.parent)[1]
     log = open(log_path, "w")
+    served = ["--data", str(dataset_dir)] if data else []
     proc = subprocess.Popen(
-        [sluice_bin(), "serve", "--data", str(dataset_dir), "--listen", "127.0.0.1:0",
+        [sluice_bin(), "serve", *served, "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
@@ -215,33 +217,67 @@ def start_redis(folder):
 
 
 sys.path.insert(0, str(REPO / "tests" / "servers"))
+from chdb_front import ChdbClickHouse  # noqa: E402  (ClickHouse 26.9's engine behind an HTTP front)
 from clickhouse import ClickHouse  # noqa: E402  (the private-server helper, shared with bench/)
 
 CLICKHOUSE_DB = "sluice_test"
+# Every ClickHouse test runs on both: Debian's clickhouse-server 18.16 (a real server), and
+# ClickHouse 26.9's own engine (chDB) behind the stand-in HTTP front of tests/servers.
+SERVER_18 = "18.16"
+ENGINE_26 = "26.9"
+CLICKHOUSE_VERSIONS = [SERVER_18, ENGINE_26]
 
 
-def start_clickhouse(folder):
-    """Starts a private clickhouse-server (Debian's package) on free loopback ports with its
-    data in `folder`; yields it and stops exactly that process."""
-    assert shutil.which("clickhouse-server"), \
-        "clickhouse-server is not installed (tests/run.sh installs it)"
-    server = ClickHouse(folder).start()
+def start_clickhouse(folder, version=SERVER_18):
+    """Starts a private ClickHouse of `version` on free loopback ports with its data in
+    `folder`; yields it (`.version` says which) and stops exactly that process."""
+    if version == SERVER_18:
+        assert shutil.which("clickhouse-server"), \
+            "clickhouse-server is not installed (tests/run.sh installs it)"
+        server = ClickHouse(folder)
+    else:
+        server = ChdbClickHouse(folder)
+    server.version = version
+    server.start()
     try:
         yield server
     finally:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def clickhouse(tmp_path_factory):
-    yield from start_clickhouse(tmp_path_factory.mktemp("clickhouse"))
+def needs_the_real_server(clickhouse, what):
+    """Skips on the 26.9 engine a test of what only a real server has (its query log, KILL
+    QUERY, queries side by side): the front runs one query at a time and logs none."""
+    if clickhouse.version != SERVER_18:
+        pytest.skip(f"{what}: only the real 18.16 server has it, not the 26.9 engine's front")
 
 
-def write_clickhouse_config(folder, url, *, timeout_ms=10000, extra=""):
+@pytest.fixture(scope="session", params=CLICKHOUSE_VERSIONS)
+def clickhouse(request, tmp_path_factory):
+    yield from start_clickhouse(tmp_path_factory.mktemp(f"clickhouse-{request.param}"),
+                                request.param)
+
+
+def principals_toml():
+    """`[[principal]]` entries for the dataset's listeners, an analyst and an admin (password =
+    name, as the embedded default's demo logins): a deployment with ClickHouse names who may
+    connect."""
+    entries = [(f"u{i:04d}", "listener", f"u{i:04d}") for i in range(1, USERS + 1)]
+    entries += [("analyst", "analyst", None), ("admin", "admin", None)]
+    out = ""
+    for name, role, user_id in entries:
+        out += f'\n[[principal]]\nname = "{name}"\npassword = "{name}"\nrole = "{role}"\n'
+        if user_id:
+            out += f'user_id = "{user_id}"\n'
+    return out
+
+
+def write_clickhouse_config(folder, url, *, timeout_ms=10000, extra="", database=CLICKHOUSE_DB):
     path = folder / "sluice.toml"
     path.write_text(
-        f'[clickhouse]\nurl = "{url}"\ndatabase = "{CLICKHOUSE_DB}"\n'
+        f'[clickhouse]\nurl = "{url}"\ndatabase = "{database}"\n'
         f"query_timeout_ms = {timeout_ms}\nconnect_timeout_ms = 2000\n{extra}"
+        f"{principals_toml()}"
     )
     return path
 
@@ -265,8 +301,8 @@ def clickhouse_config(clickhouse, dataset_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def clickhouse_server(clickhouse_config, dataset_dir):
-    """`sluice serve` with ClickHouse as the cold store (the hot store in memory)."""
-    yield from start_server(dataset_dir, "--config", str(clickhouse_config))
+    """`sluice serve` with ClickHouse alone: every event and the catalog from ClickHouse."""
+    yield from start_server(dataset_dir, "--config", str(clickhouse_config), data=False)
 
 
 @pytest.fixture(scope="session")
@@ -275,13 +311,16 @@ def full_stack(clickhouse, dataset_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("full-stack")
     redis = start_redis(folder)
     _, port = next(redis)
+    # A database of its own: with Redis, ClickHouse holds the events before Redis's W only.
     path = write_clickhouse_config(
-        folder, clickhouse.url,
+        folder, clickhouse.url, database=f"{CLICKHOUSE_DB}_stack",
         extra=f'[redis]\nurl = "redis://127.0.0.1:{port}/"\ncommand_timeout_ms = 1000\n')
     sluice("clickhouse", "init", "--config", path)
     sluice("load", "--config", path, "--from", dataset_dir)
-    servers = start_server(dataset_dir, "--config", str(path))
-    yield next(servers)
+    servers = start_server(dataset_dir, "--config", str(path), data=False)
+    server = next(servers)
+    server.clickhouse_version = clickhouse.version
+    yield server
     for gen in (servers, redis):
         gen.close()
 

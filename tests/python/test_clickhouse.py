@@ -8,12 +8,13 @@ import time
 import adbc_driver_manager
 import pytest
 
-from conftest import (CLICKHOUSE_DB, END, connect, sluice, start_clickhouse, start_server,
-                      write_clickhouse_config)
+from conftest import (CLICKHOUSE_DB, END, connect, needs_the_real_server, sluice,
+                      start_clickhouse, start_redis, start_server, write_clickhouse_config)
 from helpers import duck_rows, sluice_rows
 
 ME = "u0002"
-W = dt.datetime.combine(END - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
+# With ClickHouse alone it holds every event: `W` is the end of the dataset's history.
+W = dt.datetime.combine(END, dt.time(), tzinfo=dt.timezone.utc)
 W_MS = int(W.timestamp() * 1000)
 
 
@@ -101,6 +102,7 @@ def new_query(clickhouse, marker, before):
 
 def test_a_cross_listener_aggregate_joined_with_artists_moves_only_its_groups(
         clickhouse, clickhouse_server, duck):
+    needs_the_real_server(clickhouse, "system.query_log")
     year = END.year - 3
     sql = f"""
         SELECT a.genre, count(*) AS plays, sum(s.ms_played) AS played
@@ -170,23 +172,28 @@ def test_explain_shows_the_sql_sent_to_clickhouse(clickhouse_server):
 
 @pytest.fixture
 def doomed_clickhouse(tmp_path, dataset_dir):
-    """A second private ClickHouse, loaded and served, that the test stops."""
+    """A second private ClickHouse with Redis as the hot store, loaded and served, that the
+    test stops."""
     gen = start_clickhouse(tmp_path / "ch")
     server = next(gen)
-    path = write_clickhouse_config(tmp_path, server.url, timeout_ms=3000)
+    redis = start_redis(tmp_path)
+    _, port = next(redis)
+    path = write_clickhouse_config(
+        tmp_path, server.url, timeout_ms=3000,
+        extra=f'[redis]\nurl = "redis://127.0.0.1:{port}/"\n')
     sluice("clickhouse", "init", "--config", path)
     sluice("load", "--config", path, "--from", dataset_dir)
-    gateway_gen = start_server(dataset_dir, "--config", str(path))
+    gateway_gen = start_server(dataset_dir, "--config", str(path), data=False)
     gateway = next(gateway_gen)
     yield server, gateway
-    for g in (gateway_gen, gen):
+    for g in (gateway_gen, redis, gen):
         try:
             next(g)
         except StopIteration:
             pass
 
 
-def test_clickhouse_down_is_a_clear_error_and_hot_queries_still_work(doomed_clickhouse, duck):
+def test_clickhouse_down_is_a_clear_error_and_redis_queries_still_work(doomed_clickhouse, duck):
     server, gateway = doomed_clickhouse
     since = (END - dt.timedelta(days=3)).isoformat()
     with connect(gateway, ME) as conn:
@@ -207,8 +214,7 @@ def test_clickhouse_down_is_a_clear_error_and_hot_queries_still_work(doomed_clic
 
 def test_an_unreachable_clickhouse_is_named_at_start(tmp_path, dataset_dir):
     path = write_clickhouse_config(tmp_path, "http://127.0.0.1:9")
-    out = sluice("serve", "--config", path, "--data", dataset_dir, "--listen", "127.0.0.1:0",
-                 check=False)
+    out = sluice("serve", "--config", path, "--listen", "127.0.0.1:0", check=False)
     assert out.returncode != 0
     assert "ClickHouse at http://127.0.0.1:9" in out.stderr, out.stderr
 
@@ -293,3 +299,79 @@ def test_seed_questions_match_clickhouse_asked_directly(clickhouse, clickhouse_s
     expected = ch_rows(clickhouse, direct_sql)
     assert expected, "the question has an answer"
     assert got == expected
+
+
+# --- only the configured sources ----------------------------------------------------------
+
+def test_serve_refuses_a_dataset_folder_beside_clickhouse(tmp_path, dataset_dir):
+    path = write_clickhouse_config(tmp_path, "http://127.0.0.1:9")
+    out = sluice("serve", "--check", "--config", path, "--data", dataset_dir, check=False)
+    assert out.returncode != 0
+    assert "[clickhouse] is configured" in out.stderr and "sluice load" in out.stderr, out.stderr
+
+
+def test_serve_with_clickhouse_needs_principals(tmp_path):
+    path = tmp_path / "sluice.toml"
+    path.write_text('[clickhouse]\nurl = "http://127.0.0.1:9"\n')
+    out = sluice("serve", "--check", "--config", path, check=False)
+    assert out.returncode != 0 and "[[principal]]" in out.stderr, out.stderr
+
+
+def test_serve_with_redis_alone_needs_the_dataset_folder(tmp_path):
+    path = tmp_path / "sluice.toml"
+    path.write_text('[redis]\nurl = "redis://127.0.0.1:9/"\n')
+    out = sluice("serve", "--check", "--config", path, check=False)
+    assert out.returncode != 0 and "--data DIR" in out.stderr, out.stderr
+
+
+def test_a_clickhouse_without_a_catalog_is_refused(clickhouse, tmp_path):
+    """Sluice never invents a catalog: a database with events' W but no catalog loaded."""
+    path = write_clickhouse_config(tmp_path, clickhouse.url, database="sluice_no_catalog")
+    sluice("clickhouse", "init", "--config", path)
+    ch(clickhouse, "INSERT INTO sluice_no_catalog.sluice_watermark (w_ms, published) "
+                   "VALUES (1000, now())")
+    out = sluice("serve", "--config", path, "--listen", "127.0.0.1:0", check=False)
+    assert out.returncode != 0
+    assert "holds no catalog (tracks is empty)" in out.stderr, out.stderr
+
+
+def test_a_catalog_whose_keys_repeat_is_refused_before_anything_is_loaded(
+        clickhouse, dataset_dir, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    copy = tmp_path / "data"
+    shutil.copytree(dataset_dir, copy)
+    tracks = pq.read_table(copy / "tracks.parquet")
+    pq.write_table(pa.concat_tables([tracks, tracks.slice(3, 1)]), copy / "tracks.parquet")
+    repeated = tracks.column("track_uri")[3].as_py()
+    path = write_clickhouse_config(tmp_path, clickhouse.url, database="sluice_repeated_keys")
+    sluice("clickhouse", "init", "--config", path)
+    out = sluice("load", "--config", path, "--from", copy, check=False)
+    assert out.returncode != 0
+    assert f'track_uri = "{repeated}" more than once' in out.stderr, out.stderr
+    assert ch(clickhouse, "SELECT count() FROM sluice_repeated_keys.streams") == "0"
+    assert ch(clickhouse, "SELECT count() FROM sluice_repeated_keys.tracks") == "0"
+
+
+def test_a_window_over_an_aggregate_reads_its_columns_by_name(clickhouse_server, mine):
+    """The statement ClickHouse ran sent its aggregate before its groups; the plan expects
+    the groups first (`track_uri (String) cannot be read as Int64`, or worse, shifted values
+    where the types agree)."""
+    year = END.year - 3
+    sql = f"""
+        SELECT m, track_uri, n FROM (
+          SELECT EXTRACT(MONTH FROM ts) AS m, track_uri, count(*) AS n,
+                 ROW_NUMBER() OVER (PARTITION BY EXTRACT(MONTH FROM ts)
+                                    ORDER BY count(*) DESC, track_uri) AS r
+          FROM streams WHERE EXTRACT(YEAR FROM ts) = {year} GROUP BY 1, 2) x
+        WHERE r <= 3 ORDER BY m, r"""
+    expected = duck_rows(mine, sql)
+    assert len(expected) == 36
+    for route in ("raw", "auto"):
+        with connect(clickhouse_server, ME) as conn:
+            with conn.cursor() as cur:
+                cur.execute(f"SET sluice.route = '{route}'")
+            got = sluice_rows(conn, sql)
+        assert [(int(m), t, n) for m, t, n in got] == [(int(m), t, n) for m, t, n in expected], route

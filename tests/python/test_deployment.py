@@ -178,19 +178,24 @@ def test_the_compose_file_follows_the_compose_specification():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_sluice_accepts_the_compose_environment():
+def test_sluice_accepts_the_compose_environment(tmp_path):
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     sluice = compose["services"]["sluice"]
     env = {k: str(v) for k, v in sluice["environment"].items()}
     assert sluice["depends_on"]["sluice-init"]["condition"] == "service_completed_successfully"
-    result = check_config(env)
+    # The configuration file the service mounts (its principals), as the container sees it.
+    [mount] = sluice["configs"]
+    assert env.pop("SLUICE_CONFIG") == mount["target"]
+    config = tmp_path / "sluice.toml"
+    config.write_text(compose["configs"][mount["source"]]["content"])
+    result = check_config(env, config)
     assert result.returncode == 0, result.stderr
     assert "clickhouse = http://clickhouse:8123/sluice as sluice (password set)" in result.stdout
     assert "redis = redis://redis:6379/" in result.stdout
     assert "listen = 0.0.0.0:32010 (plaintext)" in result.stdout
     # The image's own default refuses plaintext off loopback unless told otherwise.
     env.pop("SLUICE_TLS__ENABLED")
-    refused = check_config(env)
+    refused = check_config(env, config)
     assert refused.returncode != 0 and "without TLS" in refused.stderr
 
 

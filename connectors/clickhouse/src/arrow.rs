@@ -1,5 +1,6 @@
-//! Decoded `Native` blocks to record batches of the plan's schema. Columns are matched by
-//! position with the schema the plan expects; each arrives as the natural Arrow array of its
+//! Decoded `Native` blocks to record batches of the plan's schema. Columns are matched with
+//! the schema the plan expects by name ([`match_columns`]), by position only among those
+//! whose names say nothing (an expression ClickHouse named after its own text); each arrives as the natural Arrow array of its
 //! ClickHouse type ([`crate::native`]) and is cast where the plan's type differs (a `UInt64`
 //! sum read as `Int64`, a time kept in milliseconds read as `Timestamp(ms)`). A type with no
 //! mapping is an error naming the column, never a guess.
@@ -44,10 +45,14 @@ impl BlockDecoder {
                 ),
             });
         }
-        let arrays = columns
-            .iter()
+        let order = match_columns(
+            self.schema.fields().iter().map(|f| f.name().as_str()),
+            columns.iter().map(|c| c.name.as_str()),
+        );
+        let arrays = order
+            .into_iter()
             .zip(self.schema.fields())
-            .map(|(column, field)| self.column(column, field.as_ref()))
+            .map(|(i, field)| self.column(&columns[i], field.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
@@ -72,6 +77,37 @@ impl BlockDecoder {
             ),
         })
     }
+}
+
+/// For each field the plan expects, the index of the result column that holds it: the one
+/// of the same name where exactly one field and one column have it, else the next column
+/// not taken by name, in order. The names Sluice's statements give their columns are the
+/// plan's (`count(1) AS "count(Int64(1))"`, a table's own columns), so a statement whose
+/// columns come in another order than the plan's is still read right, never read shifted.
+fn match_columns<'a>(
+    fields: impl Iterator<Item = &'a str>,
+    columns: impl Iterator<Item = &'a str>,
+) -> Vec<usize> {
+    let fields: Vec<&str> = fields.collect();
+    let columns: Vec<&str> = columns.collect();
+    let once = |names: &[&str], name: &str| names.iter().filter(|n| **n == name).count() == 1;
+    let by_name: Vec<Option<usize>> = fields
+        .iter()
+        .map(|f| {
+            (once(&fields, f) && once(&columns, f))
+                .then(|| columns.iter().position(|c| c == f))
+                .flatten()
+        })
+        .collect();
+    let taken: Vec<usize> = by_name.iter().flatten().copied().collect();
+    let mut free = (0..columns.len()).filter(|i| !taken.contains(i));
+    by_name
+        .into_iter()
+        .map(|i| {
+            i.or_else(|| free.next())
+                .expect("as many columns as fields")
+        })
+        .collect()
 }
 
 /// Casts a decoded array to the type the plan expects. Integers read as timestamps are
@@ -118,4 +154,43 @@ pub(crate) fn arrow_type(t: &DataTypeNode) -> Option<(DataType, bool)> {
         _ => return None,
     };
     Some((dt, nullable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_columns;
+
+    #[test]
+    fn result_columns_are_matched_to_the_plan_by_name() {
+        let matched = |fields: &[&str], columns: &[&str]| {
+            match_columns(fields.iter().copied(), columns.iter().copied())
+        };
+        // The window-function query's aggregate, as an older statement sent it: aggregates
+        // first, the plan's groups first.
+        assert_eq!(
+            matched(
+                &["m", "track_uri", "count(Int64(1))"],
+                &["count(Int64(1))", "m", "track_uri"]
+            ),
+            [1, 2, 0]
+        );
+        // Same order: unchanged.
+        assert_eq!(matched(&["track_uri", "ts"], &["track_uri", "ts"]), [0, 1]);
+        // A column ClickHouse named after its own text takes the place no name claimed.
+        assert_eq!(
+            matched(
+                &["date_part(month)", "track_uri"],
+                &["track_uri", "toMonth(x)"]
+            ),
+            [1, 0]
+        );
+        // A name twice in the plan (a join's two track_uri) says nothing: by position.
+        assert_eq!(
+            matched(
+                &["track_uri", "track_uri", "n"],
+                &["track_uri", "track_uri", "n"]
+            ),
+            [0, 1, 2]
+        );
+    }
 }

@@ -30,6 +30,20 @@ pub enum Error {
         column: String,
         message: String,
     },
+    #[error(
+        "ClickHouse at {endpoint}: the catalog copy {table} would hold {key} more than once; \
+         keys of the catalog must be unique (every event joins its key's one row)"
+    )]
+    DuplicateKey {
+        endpoint: String,
+        table: String,
+        key: String,
+    },
+    #[error(
+        "ClickHouse at {endpoint} holds no catalog ({table} is empty): load one with \
+         `sluice load --config FILE --from DIR`; Sluice serves no catalog of its own beside ClickHouse"
+    )]
+    NoCatalog { endpoint: String, table: String },
     #[error("ClickHouse at {endpoint}: {message}")]
     Unexpected { endpoint: String, message: String },
 }
@@ -43,9 +57,11 @@ impl Error {
                 clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
             ),
             Error::Timeout { .. } => true,
-            Error::UnsupportedType { .. } | Error::Decode { .. } | Error::Unexpected { .. } => {
-                false
-            }
+            Error::UnsupportedType { .. }
+            | Error::Decode { .. }
+            | Error::DuplicateKey { .. }
+            | Error::NoCatalog { .. }
+            | Error::Unexpected { .. } => false,
         }
     }
 }

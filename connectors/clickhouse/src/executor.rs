@@ -9,7 +9,6 @@ use datafusion::common::{Result, exec_err};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::optimizer::optimizer::Optimizer;
 use datafusion::physical_plan::PhysicalExpr;
-use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::{
     AstAnalyzer, SQLExecutor, SQLFederationPlanner, SQLFederationProvider,
@@ -65,7 +64,7 @@ impl SQLExecutor for ClickHouseExecutor {
 
     fn ast_analyzer(&self) -> Option<AstAnalyzer> {
         Some(Box::new(|mut statement| {
-            let _ = VisitMut::visit(&mut statement, &mut NoEmptySelect);
+            crate::rewrite::rewrite(&mut statement);
             Ok(statement)
         }))
     }
@@ -123,26 +122,5 @@ impl SQLExecutor for ClickHouseExecutor {
             );
         }
         Ok(Arc::new(Schema::new(fields)))
-    }
-}
-
-/// A plan that needs rows but no columns (`count(*)` over a filtered scan) unparses to
-/// `SELECT FROM t`, which ClickHouse rejects: select a constant instead.
-struct NoEmptySelect;
-
-impl VisitorMut for NoEmptySelect {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, query: &mut ast::Query) -> std::ops::ControlFlow<()> {
-        if let ast::SetExpr::Select(select) = query.body.as_mut()
-            && select.projection.is_empty()
-        {
-            select
-                .projection
-                .push(ast::SelectItem::UnnamedExpr(ast::Expr::value(
-                    ast::Value::Number("1".to_string(), false),
-                )));
-        }
-        std::ops::ControlFlow::Continue(())
     }
 }

@@ -14,8 +14,10 @@
 //!   the catalog copy): the rollups that shrink year-long questions by artist or genre. The
 //!   catalog copy must be loaded before the events it describes (`sluice load` does so); an
 //!   event whose track is not in it is in neither rollup, as in an inner join.
-//! - `tracks`, `artists`: the catalog copy, for joins ClickHouse runs itself. `albums` stays in
-//!   the gateway only: 18.16's `Date` starts in 1970 and albums were released before.
+//! - `tracks`, `artists`, `albums`: the catalog, which the gateway reads at start (a deployment
+//!   has no other); ClickHouse joins with `tracks` and `artists` itself. `albums` keeps
+//!   `release_date` as days since 1970: 18.16's `Date` starts in 1970 and albums were
+//!   released before.
 //! - `sluice_watermark`: the loader's record of `W` (the cold store holds every event before it).
 //!
 //! The rollup views re-aggregate (`sum`, `minMerge`, ...) on every read: background merges are
@@ -105,6 +107,13 @@ pub fn create_statements(database: &str) -> Vec<String> {
              artist_uri String, artist_name String, genre String\
              ) ENGINE = MergeTree() ORDER BY artist_uri"
         ),
+        // `release_date` as days since 1970 (negative before): 18.16's `Date` starts in 1970
+        // and has no `Date32`.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.albums (\
+             album_uri String, album_name String, artist_uri String, release_date Int32\
+             ) ENGINE = MergeTree() ORDER BY album_uri"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{WATERMARK_TABLE} (\
              w_ms Int64, published DateTime\
@@ -132,17 +141,24 @@ fn monthly_by_catalog() -> impl Iterator<Item = (&'static str, String)> {
 
 /// What the materialized view of a monthly rollup by catalog keys inserts for a block of
 /// events.
+///
+/// The joins are `ALL INNER JOIN` with an aliased subquery, which means the same on 18.16 and
+/// on current releases: every event meets the one catalog row of its key (the load checks
+/// the copy's keys are unique). `ANY INNER JOIN` does not: since 20.x it keeps one row per
+/// key on *both* sides, so a rollup would count each track once instead of each play.
+/// Current releases also refuse a joined subquery without an alias. 18.16 takes one JOIN
+/// per SELECT: tracks with artists in a subquery. The events are the left side, so each
+/// inserted block triggers the view.
 fn monthly_select(db: &str, keys: &str) -> String {
     let month = "toUInt64(toDateTime(toStartOfMonth(toDateTime(intDiv(timestamp_ms, 1000), \
                  'UTC')), 'UTC')) * 1000";
-    // 18.16 takes one JOIN per SELECT: tracks with artists in a subquery. The events are the
-    // left side, so each inserted block triggers the view.
     format!(
         "SELECT user_id, {month} AS month, {keys}, count() AS plays, \
-         sum(ms_played) AS ms_played FROM {db}.streams ANY INNER JOIN \
-         (SELECT track_uri, artist_uri, artist_name, genre FROM {db}.tracks ANY INNER JOIN \
-         (SELECT artist_uri, artist_name, genre FROM {db}.artists) USING artist_uri) \
-         USING track_uri GROUP BY user_id, month, {keys}"
+         sum(ms_played) AS ms_played FROM {db}.streams ALL INNER JOIN \
+         (SELECT track_uri, artist_uri, artist_name, genre FROM {db}.tracks ALL INNER JOIN \
+         (SELECT artist_uri, artist_name, genre FROM {db}.artists) AS catalog_artists \
+         USING (artist_uri)) AS catalog_tracks \
+         USING (track_uri) GROUP BY user_id, month, {keys}"
     )
 }
 

@@ -6,6 +6,7 @@
 //! own ([`StatementPlanner`]) that writes the SQL at the part's first physical planning and
 //! hands the same text to every run after ([`ClickHouseStatementExec`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -15,7 +16,7 @@ use datafusion::catalog::Session;
 use datafusion::common::Result;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{
@@ -61,12 +62,35 @@ impl StatementPlanner {
         if !reads_remote_names(plan)? {
             return Ok(None);
         }
-        let mut statement = Unparser::new(self.executor.dialect().as_ref()).plan_to_sql(plan)?;
+        let plan = with_named_columns(plan)?;
+        let mut statement = Unparser::new(self.executor.dialect().as_ref()).plan_to_sql(&plan)?;
         if let Some(mut analyzer) = self.executor.ast_analyzer() {
             statement = analyzer(statement)?;
         }
         Ok(Some(statement.to_string().into()))
     }
+}
+
+/// `plan` under a projection of its own columns, each named as in the plan, where its root
+/// is an aggregate. DataFusion's unparser writes an aggregate with nothing above it as
+/// `SELECT <aggregates>, <groups>`, where the plan's columns are the groups first: the
+/// result's columns would come in another order, with names of ClickHouse's choosing
+/// (`count()`). With the projection they come in the plan's order, by the plan's names.
+fn with_named_columns(plan: &LogicalPlan) -> Result<Cow<'_, LogicalPlan>> {
+    if !matches!(plan, LogicalPlan::Aggregate(_)) {
+        return Ok(Cow::Borrowed(plan));
+    }
+    let columns = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .map(|column| {
+            let name = column.name.clone();
+            Expr::Column(column).alias(name)
+        })
+        .collect();
+    let projection = Projection::try_new(columns, Arc::new(plan.clone()))?;
+    Ok(Cow::Owned(LogicalPlan::Projection(projection)))
 }
 
 /// True if every table `plan` reads is named as in ClickHouse, so datafusion-federation's

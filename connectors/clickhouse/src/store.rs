@@ -7,13 +7,13 @@ use clickhouse::native::encode::Encode;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMillisecondType,
+    DataType, Date32Type, Field, Int64Type, Schema, SchemaRef, TimestampMillisecondType,
 };
-use datafusion::catalog::TableProvider;
+use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::common::{Result as DfResult, exec_datafusion_err};
 use datafusion_federation::FederatedTableProviderAdaptor;
 use datafusion_federation::sql::{RemoteTableRef, SQLFederationProvider, SQLTableSource};
-use sluice_catalog::{ARTISTS, TRACKS, timestamp_type};
+use sluice_catalog::{ALBUMS, ARTISTS, TRACKS, timestamp_type};
 use sluice_connector_api::{EventSource, Watermark};
 use tracing::{info, warn};
 
@@ -21,11 +21,17 @@ use crate::client::ClickHouseClient;
 use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 use crate::executor::ClickHouseExecutor;
-use crate::schema::{STREAMS_TABLE, WATERMARK_TABLE, backfill_statements, create_statements};
+use crate::schema::{
+    STREAMS_TABLE, WATERMARK_TABLE, backfill_statements, create_statements, quote,
+};
 
-/// The catalog tables copied into ClickHouse. Not `albums`: 18.16's `Date` starts in 1970,
-/// and albums were released before that.
+/// The catalog tables ClickHouse joins with itself. Not `albums`: it keeps `release_date` as
+/// days since 1970 (18.16's `Date` starts in 1970, and albums were released before).
 pub const CATALOG_COPY: &[&str] = &[TRACKS, ARTISTS];
+
+/// The catalog tables ClickHouse holds, loaded by `sluice load` and read by the gateway at
+/// start: with ClickHouse configured, the catalog comes from there and nowhere else.
+pub const CATALOG_TABLES: &[&str] = &[TRACKS, ARTISTS, ALBUMS];
 
 /// The cold store in ClickHouse: the raw `streams` table as the cold branch, the rollups,
 /// the catalog copy, and the watermark the loader records. Cheap to clone.
@@ -185,15 +191,24 @@ impl ClickHouseColdStore {
         block.build().map_err(|e| bad(e.to_string()))
     }
 
-    /// Replaces the catalog copy `name` with `batches` (the dataset's entity table).
+    /// Replaces the catalog copy `name` with `batches` (the dataset's entity table). Refused,
+    /// before anything is changed, if a key repeats: the rollups by artist and genre join
+    /// every event with its key's row, so a repeated key would count its plays twice.
     pub async fn replace_entities(&self, name: &str, batches: &[RecordBatch]) -> Result<()> {
-        self.client
-            .execute(&format!("TRUNCATE TABLE {name}"), true)
-            .await?;
         let bad = |message: String| Error::Unexpected {
             endpoint: self.client.endpoint().to_string(),
             message,
         };
+        if let Some(key) = repeated_key(name, batches) {
+            return Err(Error::DuplicateKey {
+                endpoint: self.client.endpoint().to_string(),
+                table: name.to_string(),
+                key,
+            });
+        }
+        self.client
+            .execute(&format!("TRUNCATE TABLE {name}"), true)
+            .await?;
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             let mut block = BlockBuilder::new();
             for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
@@ -205,6 +220,11 @@ impl ClickHouseColdStore {
                         name,
                         array.as_primitive::<Int64Type>().values().iter().copied(),
                     ),
+                    DataType::Date32 => add_column(
+                        &mut block,
+                        name,
+                        array.as_primitive::<Date32Type>().values().iter().copied(),
+                    ),
                     other => {
                         return Err(bad(format!("{name}: cannot load {other} into ClickHouse")));
                     }
@@ -215,6 +235,48 @@ impl ClickHouseColdStore {
             self.client.insert(name, &block).await?;
         }
         Ok(())
+    }
+
+    /// The catalog as ClickHouse holds it ([`CATALOG_TABLES`]), read whole into memory, where
+    /// the gateway serves it. Refused if a table is empty (nothing was loaded: Sluice never
+    /// invents a catalog) or a key repeats.
+    pub async fn catalog_tables(&self) -> Result<Vec<(String, Arc<dyn TableProvider>)>> {
+        use futures::TryStreamExt;
+        let mut tables: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
+        for name in CATALOG_TABLES {
+            let schema = sluice_catalog::table(name).expect("declared").schema();
+            let columns: Vec<String> = schema.fields().iter().map(|f| quote(f.name())).collect();
+            let sql = format!("SELECT {} FROM {name}", columns.join(", "));
+            let batches: Vec<RecordBatch> = self
+                .client
+                .query_arrow(sql, Arc::clone(&schema))
+                .try_collect()
+                .await
+                .map_err(|e| Error::Unexpected {
+                    endpoint: self.client.endpoint().to_string(),
+                    message: format!("reading the catalog table {name}: {e}"),
+                })?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                return Err(Error::NoCatalog {
+                    endpoint: self.client.endpoint().to_string(),
+                    table: name.to_string(),
+                });
+            }
+            if let Some(key) = repeated_key(name, &batches) {
+                return Err(Error::DuplicateKey {
+                    endpoint: self.client.endpoint().to_string(),
+                    table: name.to_string(),
+                    key,
+                });
+            }
+            let table =
+                MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Unexpected {
+                    endpoint: self.client.endpoint().to_string(),
+                    message: format!("the catalog table {name}: {e}"),
+                })?;
+            tables.push((name.to_string(), Arc::new(table)));
+        }
+        Ok(tables)
     }
 
     /// Records `W`: every event before it is in ClickHouse. Call only after the inserts
@@ -245,6 +307,25 @@ impl ClickHouseColdStore {
             .unwrap_or(0);
         Ok(w.filter(|_| n > 0))
     }
+}
+
+/// A value of `table`'s one-column primary key that `batches` hold more than once.
+fn repeated_key(table: &str, batches: &[RecordBatch]) -> Option<String> {
+    let def = sluice_catalog::table(table)?;
+    let [key] = def.primary_key.as_slice() else {
+        return None;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for batch in batches {
+        let column = batch.column_by_name(key)?;
+        let values = cast(column, &DataType::Utf8).ok()?;
+        for value in values.as_string::<i32>().iter().flatten() {
+            if !seen.insert(value.to_string()) {
+                return Some(format!("{key} = {value:?}"));
+            }
+        }
+    }
+    None
 }
 
 /// The values of a string column (no nulls: the schema has none).

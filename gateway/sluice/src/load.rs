@@ -1,9 +1,11 @@
 //! `sluice load`: the reference loader of the hot/cold contract, for whichever stores are
 //! configured.
 //!
-//! - ClickHouse (`[clickhouse]`): the catalog copy, then every event before `W` not loaded yet
+//! - ClickHouse (`[clickhouse]`): the catalog, then every event before `W` not loaded yet
 //!   (those from the `W` it recorded last, or all); only after every insert was acknowledged
-//!   is the new `W` recorded (`sluice_watermark`).
+//!   is the new `W` recorded (`sluice_watermark`). With Redis, `W` is midnight UTC `hot_days`
+//!   before the dataset's end; without it ClickHouse is the only store of events, so `W` is
+//!   the end of the dataset's history and every event goes to ClickHouse.
 //! - Redis (`[redis]`): every event at or after `W - grace`, then `W` is published in Redis,
 //!   then events older than `W - grace` are trimmed.
 //!
@@ -14,7 +16,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{RecordBatch, Scalar, TimestampMillisecondArray};
 use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::lt};
 use sluice_catalog::{Dataset, TIME_ZONE};
-use sluice_connector_clickhouse::{CATALOG_COPY, ClickHouseColdStore};
+use sluice_connector_clickhouse::{CATALOG_TABLES, ClickHouseColdStore};
 use sluice_connector_embedded::{default_watermark_ms, entity_batches, events_since};
 use sluice_connector_redis::RedisHotStore;
 
@@ -29,6 +31,11 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Midnight UTC of the first day not in the dataset's history: every event is before it.
+fn history_end_ms(dataset: &Dataset) -> i64 {
+    default_watermark_ms(dataset, 0)
+}
+
 pub(crate) fn run(args: LoadArgs) -> Result<(), BoxError> {
     let file = FileConfig::load(args.config.as_deref())?;
     if file.redis.is_none() && file.clickhouse.is_none() {
@@ -41,7 +48,11 @@ pub(crate) fn run(args: LoadArgs) -> Result<(), BoxError> {
     }
     let dataset = Dataset::open(&args.from)?;
     let hot_days = args.hot_days.or(file.embedded.hot_days).unwrap_or(7);
-    let w = default_watermark_ms(&dataset, hot_days);
+    let w = if file.redis.is_some() || file.clickhouse.is_none() {
+        default_watermark_ms(&dataset, hot_days)
+    } else {
+        history_end_ms(&dataset)
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,7 +100,7 @@ async fn load_clickhouse(
     }
     // The catalog copy first: the rollups by artist and genre join each inserted block of
     // events with it.
-    for name in CATALOG_COPY {
+    for name in CATALOG_TABLES {
         store
             .replace_entities(name, &entity_batches(dataset, name)?)
             .await?;

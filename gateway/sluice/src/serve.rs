@@ -9,7 +9,7 @@ use sluice_catalog::{Dataset, GenerateConfig};
 use sluice_connector_api::{EventSource, Sources, Watermark};
 use sluice_connector_clickhouse::{ClickHouseColdStore, ClickHouseConfig, ClickHouseWatermark};
 use sluice_connector_embedded::{
-    EmbeddedConfig, EmbeddedSources, ParquetColdStore, entity_tables, hot_window,
+    EmbeddedConfig, EmbeddedSources, MemoryHotStore, ParquetColdStore, entity_tables,
 };
 use sluice_connector_redis::{RedisConfig, RedisHotStore, RedisWatermark};
 use sluice_flight::{Admission, AuditLog, SluiceFlightService};
@@ -131,6 +131,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     let server = &file.server;
     let grace = Duration::from_secs(server.shutdown_grace_secs);
     let data = args.data.or(file.data.clone());
+    configured_sources(&file, data.as_deref(), demo_logins)?;
     if args.check {
         // Everything but the data and the sources: those need the network or the disk.
         if !demo_logins {
@@ -151,11 +152,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         print!("configuration ok\ndata = {data}\n{settings}");
         return Ok(());
     }
-    let dataset = dataset(data)?;
-    let principals = if demo_logins {
-        demo_principals(&dataset)
-    } else {
-        file.principal.clone()
+    // With ClickHouse, every part of an answer comes from the configured sources: no
+    // dataset folder is read, and no demo is generated beside them.
+    let dataset = match file.clickhouse {
+        Some(_) => None,
+        None => Some(dataset(data)?),
+    };
+    let principals = match &dataset {
+        Some(dataset) if demo_logins => demo_principals(dataset),
+        _ => file.principal.clone(),
     };
     let auth = Authenticator::new(&principals, &options)?;
     if !demo_logins {
@@ -191,7 +196,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         let opening = query_runtime.spawn({
             let dataset = dataset.clone();
             async move {
-                open_sources(&dataset, redis, clickhouse, hot_days)
+                open_sources(dataset.as_ref(), redis, clickhouse, hot_days)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -235,21 +240,29 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
             }
             None => None,
         };
-        let m = dataset.manifest();
         let w = chrono::DateTime::from_timestamp_millis(watermark)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
             .unwrap_or_else(|| "(not published)".to_string());
+        let serving = match &dataset {
+            Some(d) => {
+                let m = d.manifest();
+                format!(
+                    "{} ({} listeners, {} .. {})",
+                    d.root().display(),
+                    m.users,
+                    m.start,
+                    m.end
+                )
+            }
+            None => "the events and catalog of the configured sources".to_string(),
+        };
         // The banner goes to stdout, the address last: scripts read up to that line and may
         // close the pipe, which must not stop the server.
         let mut banner = format!(
-            "Sluice {} serving {} ({} listeners, {} .. {}), hot store {hot_name} from W = {w}\n",
+            "Sluice {} serving {serving}, hot store {hot_name} from W = {w}\n",
             env!("CARGO_PKG_VERSION"),
-            dataset.root().display(),
-            m.users,
-            m.start,
-            m.end,
         );
-        if demo_logins {
+        if let Some(dataset) = dataset.as_ref().filter(|_| demo_logins) {
             let users = dataset.user_ids();
             banner.push_str(&format!(
                 "Demo logins: listeners {} .. {} (password = user name), analyst/analyst, admin/admin (ingest)\n",
@@ -363,6 +376,9 @@ fn effective(
             r.endpoint(),
             if r.password.is_some() { "set" } else { "none" }
         ),
+        None if file.clickhouse.is_some() => {
+            "redis = none (ClickHouse holds every event; ingest kept in memory)\n".into()
+        }
         None => "redis = none (the dataset's last days in memory)\n".into(),
     });
     out.push_str(&format!(
@@ -455,16 +471,54 @@ fn tls(
     ))
 }
 
+/// Refuses a configuration whose answers would not all come from the sources it names:
+/// with `[clickhouse]`, the events and the catalog are ClickHouse's (and Redis's), so a
+/// dataset folder would be a second, disagreeing source; with `[redis]` alone the cold store
+/// is a dataset folder, which must be named. Demo logins are the embedded default's only.
+fn configured_sources(
+    file: &FileConfig,
+    data: Option<&Path>,
+    demo_logins: bool,
+) -> Result<(), BoxError> {
+    match (&file.clickhouse, &file.redis, data) {
+        (Some(_), _, Some(dir)) => Err(format!(
+            "--data {} (or `data =`) serves a dataset folder, but [clickhouse] is configured: \
+             the events and the catalog come from ClickHouse{}. Load the folder with \
+             `sluice load --config FILE --from {}` and serve without --data.",
+            dir.display(),
+            if file.redis.is_some() {
+                " and Redis"
+            } else {
+                ""
+            },
+            dir.display(),
+        )
+        .into()),
+        (Some(_), _, None) if demo_logins => Err("[clickhouse] is configured but no \
+             [[principal]]: demo logins (password = user name) are only for the embedded \
+             default. Add a [[principal]] for each listener, analyst and admin who may connect."
+            .into()),
+        (None, Some(_), None) => Err("[redis] is the hot store and there is no [clickhouse]: \
+             the cold store is then a dataset folder (its Parquet files, which `sluice load` \
+             loaded Redis from). Name it with --data DIR or `data = \"DIR\"`."
+            .into()),
+        _ => Ok(()),
+    }
+}
+
 /// The sources to serve: the cold store (ClickHouse, else the dataset's Parquet files), the
-/// hot store (Redis, else the dataset's last days in memory), `W` (from the hot store when it
-/// is Redis, else as ClickHouse recorded it, else fixed by the dataset) and the catalog.
+/// hot store (Redis, else the dataset's last days in memory, else nothing: ClickHouse's `W`
+/// is then the end of what it holds), `W` (from the hot store when it is Redis, else as
+/// ClickHouse recorded it, else fixed by the dataset) and the catalog (ClickHouse's, else the
+/// dataset's).
 async fn open_sources(
-    dataset: &Dataset,
+    dataset: Option<&Dataset>,
     redis: Option<RedisConfig>,
     clickhouse: Option<ClickHouseConfig>,
     hot_days: u32,
 ) -> Result<(Sources, String), BoxError> {
     let Some(clickhouse) = clickhouse else {
+        let dataset = dataset.ok_or("no dataset to serve")?;
         return Ok(match redis {
             Some(redis) => {
                 // Cold: the dataset's Parquet files; hot: Redis, loaded by `sluice load`.
@@ -498,17 +552,22 @@ async fn open_sources(
             )
         }
         None => {
-            // The dataset's events from ClickHouse's W on, in memory.
+            // ClickHouse holds every event `sluice load` loaded (its W is the end of them);
+            // the memory store takes what admins ingest from W on.
             let watermark = ClickHouseWatermark::new(cold.clone());
-            let hot = hot_window(dataset, watermark.current_ms().await?)?;
-            (Arc::new(hot), Arc::new(watermark), "memory".to_string())
+            watermark.current_ms().await?;
+            (
+                Arc::new(MemoryHotStore::new()),
+                Arc::new(watermark),
+                "memory (ingest only)".to_string(),
+            )
         }
     };
     let sources = Sources {
         hot,
         cold: Arc::new(cold.clone()),
         watermark,
-        entities: entity_tables(dataset)?,
+        entities: cold.catalog_tables().await?,
         remote_entities: cold.entity_tables(),
         rollups: cold.rollup_tables(),
     };
