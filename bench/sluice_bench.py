@@ -232,9 +232,12 @@ class ClickHouseHttp:
         if r.status != 200:
             raise RuntimeError(f"ClickHouse: {out.decode()[:300]}")
 
-    def native_bytes(self, sql):
-        """The whole `Native` response of `sql`, read off the socket; returns bytes read."""
-        r = self.post("/", (sql + " FORMAT Native").encode())
+    def native_bytes(self, sql, wire="Native"):
+        """The whole response of `sql` in `wire` (`Native` unless told), read off the socket;
+        returns bytes read."""
+        r = self.post("/", f"{sql} FORMAT {wire}".encode())
+        if r.status != 200:
+            raise RuntimeError(f"ClickHouse: {r.read().decode()[:300]}")
         n = 0
         while chunk := r.read(1 << 20):
             n += len(chunk)
@@ -273,7 +276,7 @@ def load(args, tmp, data, clickhouse, redis_port, w, duck, results):
     config = tmp / "sluice.toml"
     config.write_text(
         f'[clickhouse]\nurl = "{clickhouse.url}"\nquery_timeout_ms = 600000\n'
-        f'[redis]\nurl = "redis://127.0.0.1:{redis_port}/"\n')
+        f'[redis]\nurl = "redis://127.0.0.1:{redis_port}/"\n' + principals(args.users))
     run([args.sluice, "clickhouse", "init", "--config", config])
     t = time.perf_counter()
     out = run([args.sluice, "load", "--config", config, "--from", data]).stdout.strip()
@@ -320,8 +323,21 @@ def settle(ch, limit_s=600):
     return first, time.perf_counter() - t
 
 
-def start_sluice(binary, config, data, tmp, name):
-    return Gateway([binary, "serve", "--config", config, "--data", data,
+def principals(users):
+    """`[[principal]]` entries as a deployment names them (password = name, as the embedded
+    default's demo logins): every listener, an analyst and an admin."""
+    out = ""
+    for i in range(1, users + 1):
+        out += (f'[[principal]]\nname = "u{i:04d}"\npassword = "u{i:04d}"\nrole = "listener"\n'
+                f'user_id = "u{i:04d}"\n')
+    for name in ("analyst", "admin"):
+        out += f'[[principal]]\nname = "{name}"\npassword = "{name}"\nrole = "{name}"\n'
+    return out
+
+
+def start_sluice(binary, config, tmp, name):
+    """`sluice serve` as a deployment runs it: everything from the configured sources."""
+    return Gateway([binary, "serve", "--config", config,
                     "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
                    tmp / f"{name}.log")
 
@@ -559,26 +575,35 @@ def bulk_export(args, gw, ch, users, w):
     [[rows]] = ch.rows(f"SELECT count() FROM sluice.streams WHERE user_id IN ({users})")
     log(f"bulk export: {rows:,} rows, {args.bulk_passes} passes per path")
     conn = gw.connect("analyst")
-    times = {"sluice": [], "clickhouse_native": []}
-    for i in range(args.bulk_passes + 1):  # the first pass warms caches, not counted
+    med = export_passes(conn, sluice_sql, lambda: ch.native_bytes(direct_sql), rows,
+                        args.bulk_passes)
+    conn.close()
+    med["clickhouse_native"] = med.pop("direct")
+    return {"rows": rows, "passes": args.bulk_passes, "seconds_median": med,
+            "rows_per_second": {k: rows / v for k, v in med.items()},
+            "sluice_over_direct": med["clickhouse_native"] / med["sluice"]}
+
+
+def export_passes(conn, sluice_sql, direct, rows, passes):
+    """Median seconds of a bulk export through Sluice (`sluice_sql` on `conn`, every batch
+    counted) and of the same rows read directly (`direct()`), over `passes` passes after one
+    that warms caches and is not counted."""
+    times = {"sluice": [], "direct": []}
+    for i in range(passes + 1):
         t = time.perf_counter()
         with conn.cursor() as cur:
             cur.execute(sluice_sql)
             got = sum(b.num_rows for b in cur.fetch_record_batch())
         ts = time.perf_counter() - t
         t = time.perf_counter()
-        ch.native_bytes(direct_sql)
+        direct()
         td = time.perf_counter() - t
         if got != rows:
             raise RuntimeError(f"bulk export: Sluice sent {got} rows, ClickHouse holds {rows}")
         if i:
             times["sluice"].append(ts)
-            times["clickhouse_native"].append(td)
-    conn.close()
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"rows": rows, "passes": args.bulk_passes, "seconds_median": med,
-            "rows_per_second": {k: rows / v for k, v in med.items()},
-            "sluice_over_direct": med["clickhouse_native"] / med["sluice"]}
+            times["direct"].append(td)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def soak_and_allocators(args, tmp, config, data, contexts):
@@ -590,7 +615,7 @@ def soak_and_allocators(args, tmp, config, data, contexts):
         runs.append(("system", args.sluice_system_alloc, args.alloc_seconds))
     for name, binary, seconds in runs:
         log(f"memory: {name} allocator, {args.clients_max} clients for {seconds:.0f} s")
-        gw = start_sluice(binary, config, data, tmp, f"sluice-{name}")
+        gw = start_sluice(binary, config, tmp, f"sluice-{name}")
         try:
             sampler = Sampler(gw.stats)
             sampler.start()
@@ -684,7 +709,7 @@ def main():
             ch = ClickHouseHttp(clickhouse.url)
             r = redis.Redis(host="127.0.0.1", port=redis_port)
 
-            gw = start_sluice(args.sluice, config, data, tmp, "sluice")
+            gw = start_sluice(args.sluice, config, tmp, "sluice")
             if args.profile == "bulk":
                 with perf_recording(args, gw):
                     log(f"profile: {bulk_export(args, gw, ch, users[: args.bulk_listeners], w)}")

@@ -252,12 +252,6 @@ def needs_the_real_server(clickhouse, what):
         pytest.skip(f"{what}: only the real 18.16 server has it, not the 26.9 engine's front")
 
 
-@pytest.fixture(scope="session", params=CLICKHOUSE_VERSIONS)
-def clickhouse(request, tmp_path_factory):
-    yield from start_clickhouse(tmp_path_factory.mktemp(f"clickhouse-{request.param}"),
-                                request.param)
-
-
 def principals_toml():
     """`[[principal]]` entries for the dataset's listeners, an analyst and an admin (password =
     name, as the embedded default's demo logins): a deployment with ClickHouse names who may
@@ -289,47 +283,115 @@ def sluice(*args, check=True):
     return out
 
 
-@pytest.fixture(scope="session")
-def clickhouse_config(clickhouse, dataset_dir, tmp_path_factory):
-    """ClickHouse initialised (twice: it is idempotent) and loaded with the dataset."""
-    path = write_clickhouse_config(tmp_path_factory.mktemp("ch-config"), clickhouse.url)
-    for _ in range(2):
-        sluice("clickhouse", "init", "--config", path)
-    sluice("load", "--config", path, "--from", dataset_dir)
-    return path
+class ClickHouseStacks:
+    """Each ClickHouse version's servers, started on first use and kept for the session: the
+    ClickHouse itself, it initialised and loaded, `sluice serve` over it alone, and over it with
+    a private Redis. Built here rather than as parametrized fixtures so that a suite can choose
+    its gateway by name (`getfixturevalue` cannot reach a parametrized fixture)."""
+
+    def __init__(self, tmp_path_factory, dataset_dir):
+        self._tmp = tmp_path_factory
+        self._data = dataset_dir
+        self._made = {}
+        self._running = []
+
+    def _start(self, gen):
+        value = next(gen)
+        self._running.append(gen)
+        return value
+
+    def _once(self, key, make):
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+    def clickhouse(self, version):
+        return self._once(("clickhouse", version), lambda: self._start(
+            start_clickhouse(self._tmp.mktemp(f"clickhouse-{version}"), version)))
+
+    def config(self, version):
+        """ClickHouse initialised (twice: it is idempotent) and loaded with the dataset."""
+        def make():
+            path = write_clickhouse_config(self._tmp.mktemp("ch-config"),
+                                           self.clickhouse(version).url)
+            for _ in range(2):
+                sluice("clickhouse", "init", "--config", path)
+            sluice("load", "--config", path, "--from", self._data)
+            return path
+        return self._once(("config", version), make)
+
+    def server(self, version):
+        """`sluice serve` with ClickHouse alone: every event and the catalog from ClickHouse."""
+        return self._once(("server", version), lambda: self._start(start_server(
+            self._data, "--config", str(self.config(version)), data=False)))
+
+    def full_stack(self, version):
+        """ClickHouse as the cold store and Redis as the hot store, both private, loaded."""
+        def make():
+            folder = self._tmp.mktemp("full-stack")
+            _, port = self._start(start_redis(folder))
+            # A database of its own: with Redis, ClickHouse holds the events before W only.
+            path = write_clickhouse_config(
+                folder, self.clickhouse(version).url, database=f"{CLICKHOUSE_DB}_stack",
+                extra=f'[redis]\nurl = "redis://127.0.0.1:{port}/"\ncommand_timeout_ms = 1000\n')
+            sluice("clickhouse", "init", "--config", path)
+            sluice("load", "--config", path, "--from", self._data)
+            server = self._start(start_server(self._data, "--config", str(path), data=False))
+            server.clickhouse_version = version
+            return server
+        return self._once(("full_stack", version), make)
+
+    def close(self):
+        for gen in reversed(self._running):
+            gen.close()
 
 
 @pytest.fixture(scope="session")
-def clickhouse_server(clickhouse_config, dataset_dir):
-    """`sluice serve` with ClickHouse alone: every event and the catalog from ClickHouse."""
-    yield from start_server(dataset_dir, "--config", str(clickhouse_config), data=False)
+def stacks(tmp_path_factory, dataset_dir):
+    pool = ClickHouseStacks(tmp_path_factory, dataset_dir)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session", params=CLICKHOUSE_VERSIONS)
+def clickhouse(request, stacks):
+    """A private ClickHouse of each version the tests cover."""
+    return stacks.clickhouse(request.param)
 
 
 @pytest.fixture(scope="session")
-def full_stack(clickhouse, dataset_dir, tmp_path_factory):
-    """ClickHouse as the cold store and Redis as the hot store, both private, loaded."""
-    folder = tmp_path_factory.mktemp("full-stack")
-    redis = start_redis(folder)
-    _, port = next(redis)
-    # A database of its own: with Redis, ClickHouse holds the events before Redis's W only.
-    path = write_clickhouse_config(
-        folder, clickhouse.url, database=f"{CLICKHOUSE_DB}_stack",
-        extra=f'[redis]\nurl = "redis://127.0.0.1:{port}/"\ncommand_timeout_ms = 1000\n')
-    sluice("clickhouse", "init", "--config", path)
-    sluice("load", "--config", path, "--from", dataset_dir)
-    servers = start_server(dataset_dir, "--config", str(path), data=False)
-    server = next(servers)
-    server.clickhouse_version = clickhouse.version
-    yield server
-    for gen in (servers, redis):
-        gen.close()
+def clickhouse_config(clickhouse, stacks):
+    return stacks.config(clickhouse.version)
 
 
-@pytest.fixture(scope="session", params=["embedded", "clickhouse+redis"])
+@pytest.fixture(scope="session")
+def clickhouse_server(clickhouse, stacks):
+    return stacks.server(clickhouse.version)
+
+
+@pytest.fixture(scope="session")
+def full_stack(clickhouse, stacks):
+    return stacks.full_stack(clickhouse.version)
+
+
+GATEWAYS = ["embedded"] + [f"clickhouse-{v}+redis" for v in CLICKHOUSE_VERSIONS]
+
+
+def gateway_named(request, name):
+    """The gateway `name` names: "embedded", "clickhouse-<version>" (ClickHouse alone) or
+    "clickhouse-<version>+redis"."""
+    if name == "embedded":
+        return request.getfixturevalue("server")
+    stacks = request.getfixturevalue("stacks")
+    version = name.removeprefix("clickhouse-").removesuffix("+redis")
+    return stacks.full_stack(version) if name.endswith("+redis") else stacks.server(version)
+
+
+@pytest.fixture(scope="session", params=GATEWAYS)
 def gateway(request):
     """Each gateway the listener-side suites run against: the embedded default, and
-    ClickHouse (cold) + Redis (hot)."""
-    return request.getfixturevalue("server" if request.param == "embedded" else "full_stack")
+    ClickHouse (cold, each version) + Redis (hot)."""
+    return gateway_named(request, request.param)
 
 
 @pytest.fixture(scope="session")

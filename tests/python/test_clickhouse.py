@@ -237,7 +237,8 @@ RAW = f"{CLICKHOUSE_DB}.streams"
 MINE = f"user_id = '{ME}'"
 
 # (Sluice SQL as a listener writes it, the same question hand-written for ClickHouse over the
-# raw table, 18.16 dialect: one JOIN per SELECT, times in milliseconds). Ranges end before W,
+# raw table in SQL both 18.16 and current releases read alike: one JOIN per SELECT, every
+# subquery named, ALL joins; times in milliseconds). Ranges end before W,
 # where the raw table holds every event.
 DIRECT = {
     "top artist in a year": (
@@ -247,8 +248,8 @@ DIRECT = {
             GROUP BY a.artist_uri, a.artist_name ORDER BY plays DESC, a.artist_uri LIMIT 3""",
         f"""SELECT artist_uri, artist_name, count() AS plays FROM (
               SELECT artist_uri FROM (SELECT track_uri FROM {RAW}
-                WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B})
-              ALL INNER JOIN {CLICKHOUSE_DB}.tracks USING track_uri)
+                WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B}) AS events
+              ALL INNER JOIN {CLICKHOUSE_DB}.tracks USING track_uri) AS played
             ALL INNER JOIN {CLICKHOUSE_DB}.artists USING artist_uri
             GROUP BY artist_uri, artist_name ORDER BY plays DESC, artist_uri LIMIT 3"""),
     "top tracks last summer": (
@@ -277,8 +278,8 @@ DIRECT = {
         f"""SELECT toUInt64(toStartOfMonth(toDateTime(intDiv(timestamp_ms, 1000), 'UTC'))) * 86400000 AS month,
                    genre, count() AS plays FROM (
               SELECT timestamp_ms, artist_uri FROM (SELECT timestamp_ms, track_uri FROM {RAW}
-                WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B})
-              ALL INNER JOIN {CLICKHOUSE_DB}.tracks USING track_uri)
+                WHERE {MINE} AND timestamp_ms >= {A} AND timestamp_ms < {B}) AS events
+              ALL INNER JOIN {CLICKHOUSE_DB}.tracks USING track_uri) AS played
             ALL INNER JOIN {CLICKHOUSE_DB}.artists USING artist_uri
             GROUP BY month, genre ORDER BY month, genre"""),
     "plays per weekday": (

@@ -158,7 +158,8 @@ def test_sluice_accepts_the_production_configuration(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "(TLS)" in out
-    assert "data = /var/lib/sluice/dataset" in out
+    # With ClickHouse, no dataset folder: everything from the configured sources.
+    assert "data = none (every event and the catalog from the configured sources)" in out
     assert "clickhouse = http://clickhouse-cluster.analytics.svc:8123/sluice as sluice " \
            "(password set)" in out
     assert "redis = cluster redis://redis-cluster-0" in out and "(password set)" in out

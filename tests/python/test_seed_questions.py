@@ -7,16 +7,17 @@ import datetime as dt
 
 import pytest
 
-from conftest import END, connect
+from conftest import CLICKHOUSE_VERSIONS, END, connect, gateway_named
 from helpers import duck_rows, sluice_rows
 
 ME = "u0002"
 YEAR = END.year - 5
 
 
-@pytest.fixture(scope="module", params=["embedded", "clickhouse"])
+@pytest.fixture(scope="module",
+                params=["embedded"] + [f"clickhouse-{v}" for v in CLICKHOUSE_VERSIONS])
 def gateway(request):
-    return request.getfixturevalue("server" if request.param == "embedded" else "clickhouse_server")
+    return gateway_named(request, request.param)
 
 
 @pytest.fixture

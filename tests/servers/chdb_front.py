@@ -361,8 +361,11 @@ class ChdbClickHouse:
 
     def query(self, sql: str) -> str:
         req = urllib.request.Request(self.url + "/", data=sql.encode())
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.read().decode()
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"the 26.9 engine refused {sql!r}: {e.read().decode()}") from None
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

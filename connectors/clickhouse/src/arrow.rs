@@ -1,9 +1,10 @@
-//! Decoded `Native` blocks to record batches of the plan's schema. Columns are matched with
-//! the schema the plan expects by name ([`match_columns`]), by position only among those
-//! whose names say nothing (an expression ClickHouse named after its own text); each arrives as the natural Arrow array of its
-//! ClickHouse type ([`crate::native`]) and is cast where the plan's type differs (a `UInt64`
-//! sum read as `Int64`, a time kept in milliseconds read as `Timestamp(ms)`). A type with no
-//! mapping is an error naming the column, never a guess.
+//! Results to record batches of the plan's schema, from either format: `Native` blocks
+//! (decoded by [`crate::native`]) and `ArrowStream` batches ([`crate::arrow_stream`]).
+//! Columns are matched with the schema the plan expects by name ([`match_columns`]), by
+//! position only among those whose names say nothing (an expression ClickHouse named after
+//! its own text); each is cast where the plan's type differs (a `UInt64` sum read as
+//! `Int64`, a time kept in milliseconds read as `Timestamp(ms)`). A type with no mapping is
+//! an error naming the column, never a guess.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
-use crate::native::{Block, Column};
+use crate::native::{Block, datetime64_unit};
 
 /// Decodes blocks of one result for one expected schema.
 #[derive(Debug)]
@@ -27,13 +28,46 @@ impl BlockDecoder {
         Self { schema, endpoint }
     }
 
+    /// A `Native` block, its columns decoded by [`crate::native`].
     pub(crate) fn decode(&self, block: Block) -> Result<RecordBatch> {
-        let columns = &block.columns[..];
+        let rows = block.rows;
+        let columns = block
+            .columns
+            .into_iter()
+            .map(|c| Received {
+                type_name: c.data_type.to_string(),
+                name: c.name,
+                array: c.array,
+            })
+            .collect();
+        self.conform_columns(columns, rows)
+    }
+
+    /// An `ArrowStream` batch, as ClickHouse sent it. `DateTime` arrives as `UInt32`
+    /// seconds: where the plan expects a timestamp such a column is read as seconds (Sluice
+    /// keeps its own times as `Int64` milliseconds, which never fit 32 bits).
+    pub(crate) fn decode_arrow(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let schema = batch.schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, array)| Received {
+                name: field.name().clone(),
+                type_name: format!("Arrow {}", field.data_type()),
+                array: Arc::clone(array),
+            })
+            .collect();
+        self.conform_columns(columns, rows)
+    }
+
+    fn conform_columns(&self, columns: Vec<Received>, rows: usize) -> Result<RecordBatch> {
         // Rows without columns (a count over the gateway's side) arrive as `SELECT 1`.
         let columns = if self.schema.fields().is_empty() {
             &columns[..0]
         } else {
-            columns
+            &columns[..]
         };
         if columns.len() != self.schema.fields().len() {
             return Err(Error::Unexpected {
@@ -57,7 +91,7 @@ impl BlockDecoder {
         RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
             arrays,
-            &RecordBatchOptions::new().with_row_count(Some(block.rows)),
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
         .map_err(|e| Error::Unexpected {
             endpoint: self.endpoint.to_string(),
@@ -65,18 +99,26 @@ impl BlockDecoder {
         })
     }
 
-    fn column(&self, column: &Column, field: &Field) -> Result<ArrayRef> {
+    fn column(&self, column: &Received, field: &Field) -> Result<ArrayRef> {
         conform(Arc::clone(&column.array), field.data_type()).map_err(|message| Error::Decode {
             endpoint: self.endpoint.to_string(),
             column: field.name().clone(),
             message: format!(
                 "{} ({}) cannot be read as {}: {message}",
                 column.name,
-                column.data_type,
+                column.type_name,
                 field.data_type()
             ),
         })
     }
+}
+
+/// One column of a result as it arrived: its name, the type the server gave it (for
+/// messages), and its values.
+struct Received {
+    name: String,
+    type_name: String,
+    array: ArrayRef,
 }
 
 /// For each field the plan expects, the index of the result column that holds it: the one
@@ -121,6 +163,17 @@ fn conform(array: ArrayRef, to: &DataType) -> std::result::Result<ArrayRef, Stri
         ..Default::default()
     };
     let array = match (array.data_type(), to) {
+        // `DateTime` in `ArrowStream`: seconds.
+        (DataType::UInt32, DataType::Timestamp(_, _)) => {
+            let seconds =
+                cast_with_options(&array, &DataType::Int64, &options).map_err(|e| e.to_string())?;
+            cast_with_options(
+                &seconds,
+                &DataType::Timestamp(TimeUnit::Second, None),
+                &options,
+            )
+            .map_err(|e| e.to_string())?
+        }
         (from, DataType::Timestamp(TimeUnit::Millisecond, _)) if from.is_integer() => {
             cast_with_options(&array, &DataType::Int64, &options).map_err(|e| e.to_string())?
         }
@@ -151,6 +204,9 @@ pub(crate) fn arrow_type(t: &DataTypeNode) -> Option<(DataType, bool)> {
         T::String | T::FixedString(_) => DataType::Utf8,
         T::Date | T::Date32 => DataType::Date32,
         T::DateTime(tz) => DataType::Timestamp(TimeUnit::Second, tz.as_deref().map(Arc::from)),
+        T::DateTime64(_, tz) => {
+            DataType::Timestamp(datetime64_unit(inner), tz.as_deref().map(Arc::from))
+        }
         _ => return None,
     };
     Some((dt, nullable))

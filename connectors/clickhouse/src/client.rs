@@ -1,6 +1,7 @@
-//! The transport: the `clickhouse` crate over HTTP. Results come back in `Native` format
-//! (columnar, on every server version) and are decoded block by block as they arrive
-//! ([`crate::native`]). A result stream that is dropped before its end (the client
+//! The transport: the `clickhouse` crate over HTTP. Results come back in `ArrowStream`
+//! from servers that have it ([`crate::arrow_stream`]) and in `Native` from older ones
+//! (columnar on every version, decoded block by block by [`crate::native`]), read as they
+//! arrive; `result_format` in `[clickhouse]` forces either. A result stream that is dropped before its end (the client
 //! cancelled or went away) kills its query on the server, so ClickHouse stops working for
 //! nobody.
 
@@ -18,7 +19,8 @@ use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
 use crate::arrow::BlockDecoder;
-use crate::config::ClickHouseConfig;
+use crate::arrow_stream::{self, ArrowStreamBatches};
+use crate::config::{ClickHouseConfig, ResultFormat};
 use crate::error::{Error, Result};
 use crate::native::{NativeBlocks, ReadError};
 
@@ -44,6 +46,11 @@ impl ServerVersion {
     pub fn single_join_per_select(&self) -> bool {
         self.major < 19
     }
+
+    /// Servers from 23.x answer in `ArrowStream` with the settings Sluice sends beside it.
+    pub fn has_arrow_stream(&self) -> bool {
+        self.major >= 23
+    }
 }
 
 impl std::fmt::Display for ServerVersion {
@@ -59,6 +66,33 @@ pub struct ClickHouseClient {
     endpoint: Arc<str>,
     client: clickhouse::Client,
     version: ServerVersion,
+    /// The format results are read in, chosen at connect.
+    format: WireFormat,
+}
+
+/// A result format as sent in `FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    Native,
+    ArrowStream,
+}
+
+impl WireFormat {
+    fn chosen(setting: ResultFormat, version: ServerVersion) -> Self {
+        match setting {
+            ResultFormat::Native => Self::Native,
+            ResultFormat::ArrowStream => Self::ArrowStream,
+            ResultFormat::Auto if version.has_arrow_stream() => Self::ArrowStream,
+            ResultFormat::Auto => Self::Native,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "Native",
+            Self::ArrowStream => "ArrowStream",
+        }
+    }
 }
 
 impl std::fmt::Debug for ClickHouseClient {
@@ -66,6 +100,7 @@ impl std::fmt::Debug for ClickHouseClient {
         f.debug_struct("ClickHouseClient")
             .field("endpoint", &self.endpoint)
             .field("version", &self.version)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -95,6 +130,7 @@ impl ClickHouseClient {
             client,
             // Read just below.
             version: ServerVersion { major: 0, minor: 0 },
+            format: WireFormat::Native,
         };
         let text = this
             .text_with_timeout(
@@ -109,7 +145,9 @@ impl ClickHouseClient {
             endpoint: this.endpoint.to_string(),
             message: format!("unreadable server version {text:?}"),
         })?;
-        debug!(endpoint = %this.endpoint, version = %this.version, "connected to ClickHouse");
+        this.format = WireFormat::chosen(this.config.result_format, this.version);
+        debug!(endpoint = %this.endpoint, version = %this.version, format = this.format.name(),
+            "connected to ClickHouse");
         Ok(this)
     }
 
@@ -123,6 +161,11 @@ impl ClickHouseClient {
 
     pub fn version(&self) -> ServerVersion {
         self.version
+    }
+
+    /// The format results are read in.
+    pub fn result_format(&self) -> WireFormat {
+        self.format
     }
 
     fn request_err(&self, op: &'static str) -> impl Fn(clickhouse::error::Error) -> Error + '_ {
@@ -236,7 +279,7 @@ impl ClickHouseClient {
             client: self.clone(),
             query_id: Some(query_id.clone()),
         };
-        let (cursor, error) = match self.start_native(&sql, &query_id) {
+        let (cursor, error) = match self.start_read(&sql, &query_id) {
             Ok(c) => (Some(c), None),
             Err(source) => (None, Some(self.request_err("query")(source))),
         };
@@ -245,7 +288,10 @@ impl ClickHouseClient {
             client: self.clone(),
             cursor,
             error,
-            blocks: NativeBlocks::default(),
+            results: match self.format {
+                WireFormat::Native => Results::Native(NativeBlocks::default()),
+                WireFormat::ArrowStream => Results::ArrowStream(ArrowStreamBatches::default()),
+            },
             decoder,
             guard,
             deadline,
@@ -277,15 +323,18 @@ impl ClickHouseClient {
         builder.build()
     }
 
-    fn start_native(
+    fn start_read(
         &self,
         sql: &str,
         query_id: &str,
     ) -> clickhouse::error::Result<clickhouse::query::BytesCursor> {
-        self.reader()
-            .query(sql)
-            .with_setting("query_id", query_id)
-            .fetch_bytes("Native")
+        let mut query = self.reader().query(sql).with_setting("query_id", query_id);
+        if self.format == WireFormat::ArrowStream {
+            for (name, value) in arrow_stream::SETTINGS {
+                query = query.with_setting(name, value);
+            }
+        }
+        query.fetch_bytes(self.format.name())
     }
 
     /// A result that could not be read, as the error the user sees.
@@ -310,7 +359,7 @@ impl ClickHouseClient {
                 message,
             } => Error::Unexpected {
                 endpoint,
-                message: format!("unreadable Native result: {message}"),
+                message: format!("unreadable {} result: {message}", self.format.name()),
             },
             ReadError::Server(text) => Error::Request {
                 endpoint,
@@ -362,7 +411,7 @@ struct State {
     /// The response, until its last byte has arrived.
     cursor: Option<clickhouse::query::BytesCursor>,
     error: Option<Error>,
-    blocks: NativeBlocks,
+    results: Results,
     decoder: BlockDecoder,
     guard: KillOnDrop,
     deadline: tokio::time::Instant,
@@ -379,26 +428,25 @@ impl State {
             return Err(e);
         }
         loop {
-            let block = if self.cursor.is_some() {
-                self.blocks.next_block()
-            } else {
-                self.blocks.finish()
-            };
-            match block.map_err(|e| self.client.read_err(e))? {
-                // Empty blocks (a header, or a filtered-out block) carry nothing.
-                Some(b) if b.rows == 0 => continue,
-                Some(b) => return self.decoder.decode(b).map(Some),
-                None if self.cursor.is_none() => {
-                    self.guard.query_id = None;
-                    return Ok(None);
-                }
-                None => {}
+            if let Some(batch) = self.buffered()? {
+                return Ok(Some(batch));
+            }
+            if self.cursor.is_none() {
+                self.guard.query_id = None;
+                return Ok(None);
             }
             let cursor = self.cursor.as_mut().expect("checked above");
             match tokio::time::timeout_at(self.deadline, cursor.next()).await {
                 Ok(Ok(Some(chunk))) => {
                     self.retry = None;
-                    self.blocks.push(&chunk);
+                    let pushed = match &mut self.results {
+                        Results::Native(blocks) => {
+                            blocks.push(&chunk);
+                            Ok(())
+                        }
+                        Results::ArrowStream(batches) => batches.push(chunk),
+                    };
+                    pushed.map_err(|e| self.client.read_err(e))?;
                 }
                 Ok(Ok(None)) => self.cursor = None,
                 Ok(Err(clickhouse::error::Error::Network(source))) if self.retry.is_some() => {
@@ -408,7 +456,7 @@ impl State {
                     warn!(endpoint = %self.client.endpoint, query_id = %first, error = %source,
                         "ClickHouse read failed before its first bytes; sending it again");
                     self.guard.query_id = Some(again.clone());
-                    match self.client.start_native(&sql, &again) {
+                    match self.client.start_read(&sql, &again) {
                         Ok(c) => *cursor = c,
                         Err(source) => {
                             self.cursor = None;
@@ -433,6 +481,47 @@ impl State {
                         .timeout_err("query", self.client.config.query_timeout()));
                 }
             }
+        }
+    }
+}
+
+/// A result's bytes so far, in the format it is read in.
+enum Results {
+    Native(NativeBlocks),
+    ArrowStream(ArrowStreamBatches),
+}
+
+impl State {
+    /// The next batch whole in what has arrived (after the last byte: in what is left).
+    /// Empty blocks and batches (a header, a filtered-out block) carry nothing.
+    fn buffered(&mut self) -> Result<Option<RecordBatch>> {
+        let ended = self.cursor.is_none();
+        loop {
+            let read = match &mut self.results {
+                Results::Native(blocks) => {
+                    let block = if ended {
+                        blocks.finish()
+                    } else {
+                        blocks.next_block()
+                    };
+                    match block.map_err(|e| self.client.read_err(e))? {
+                        Some(b) if b.rows == 0 => continue,
+                        Some(b) => Some(self.decoder.decode(b)?),
+                        None => None,
+                    }
+                }
+                Results::ArrowStream(batches) => match batches.next_batch() {
+                    Some(b) if b.num_rows() == 0 => continue,
+                    Some(b) => Some(self.decoder.decode_arrow(b)?),
+                    None if ended => {
+                        let finished = batches.finish();
+                        finished.map_err(|e| self.client.read_err(e))?;
+                        None
+                    }
+                    None => None,
+                },
+            };
+            return Ok(read);
         }
     }
 }

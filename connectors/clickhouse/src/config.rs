@@ -25,6 +25,23 @@ pub struct ClickHouseConfig {
     /// Compress responses (lz4 over HTTP). Worth it when ClickHouse is across a network.
     #[serde(default)]
     pub compression: bool,
+    /// The format results are read in: `auto` (the default: `ArrowStream` on servers from
+    /// 23.x, `Native` before), `native` or `arrow_stream` to force either.
+    #[serde(default)]
+    pub result_format: ResultFormat,
+}
+
+/// `result_format` in `[clickhouse]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultFormat {
+    /// Chosen from the server's version at connect.
+    #[default]
+    Auto,
+    /// ClickHouse's own columnar format, on every version.
+    Native,
+    /// Arrow IPC batches, read with no per-value decoding.
+    ArrowStream,
 }
 
 fn default_database() -> String {
@@ -51,6 +68,7 @@ impl ClickHouseConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             query_timeout_ms: default_query_timeout_ms(),
             compression: false,
+            result_format: ResultFormat::Auto,
         }
     }
 
@@ -79,6 +97,14 @@ mod tests {
         assert_eq!(c.user, "default");
         assert_eq!(c.query_timeout(), Duration::from_secs(30));
         assert_eq!(c.endpoint(), "http://127.0.0.1:8123/sluice");
+        assert_eq!(c.result_format, ResultFormat::Auto);
         assert!(toml::from_str::<ClickHouseConfig>("url = \"x\"\nhost = \"y\"").is_err());
+        let forced: ClickHouseConfig =
+            toml::from_str("url = \"x\"\nresult_format = \"arrow_stream\"").unwrap();
+        assert_eq!(forced.result_format, ResultFormat::ArrowStream);
+        let e = toml::from_str::<ClickHouseConfig>("url = \"x\"\nresult_format = \"json\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auto`, `native`, `arrow_stream"), "{e}");
     }
 }

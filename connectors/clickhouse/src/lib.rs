@@ -2,10 +2,12 @@
 //! the cold branch of `streams`, the rollups and the catalog copy as datafusion-federation
 //! tables, so the largest part of a plan that ClickHouse can run is sent to it as one SQL
 //! statement ([`ClickHouseDialect`], decided by the pushdown rule), and results come back
-//! as Arrow decoded from `Native` blocks as they arrive. [`ClickHouseWatermark`] reads `W`
+//! as Arrow as they arrive: `ArrowStream` batches from servers that have the format,
+//! `Native` blocks decoded from older ones ([`ResultFormat`]). [`ClickHouseWatermark`] reads `W`
 //! as the loader records it.
 
 mod arrow;
+mod arrow_stream;
 mod client;
 mod config;
 mod dialect;
@@ -18,8 +20,8 @@ mod schema;
 mod statement;
 mod store;
 
-pub use client::{ClickHouseClient, ServerVersion};
-pub use config::ClickHouseConfig;
+pub use client::{ClickHouseClient, ServerVersion, WireFormat};
+pub use config::{ClickHouseConfig, ResultFormat};
 pub use dialect::ClickHouseDialect;
 pub use error::{Error, Result};
 pub use executor::ClickHouseExecutor;

@@ -137,10 +137,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         if !demo_logins {
             Authenticator::new(&file.principal, &options)?;
         }
-        let data = data.as_ref().map_or_else(
-            || format!("{DEMO_DIR} (the demo, generated when missing)"),
-            |d| d.display().to_string(),
-        );
+        let data = match (&file.clickhouse, &data) {
+            (Some(_), _) => "none (every event and the catalog from the configured sources)".into(),
+            (None, Some(d)) => d.display().to_string(),
+            (None, None) => format!("{DEMO_DIR} (the demo, generated when missing)"),
+        };
         let settings = effective(
             &file,
             listen,
@@ -574,9 +575,10 @@ async fn open_sources(
     Ok((
         sources,
         format!(
-            "{hot_name}, cold store ClickHouse {} at {}",
+            "{hot_name}, cold store ClickHouse {} at {} (results in {})",
             cold.client().version(),
-            cold.client().endpoint()
+            cold.client().endpoint(),
+            cold.client().result_format().name()
         ),
     ))
 }

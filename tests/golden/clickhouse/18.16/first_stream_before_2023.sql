@@ -1,1 +1,1 @@
-SELECT "streams"."track_uri", "streams"."timestamp_ms" AS "ts" FROM "streams" WHERE (("streams"."timestamp_ms" < CAST('<2023-01-01T00:00:00Z>' AS Int64)) AND ("streams"."user_id" = 'u0002')) ORDER BY "streams"."ts" ASC NULLS LAST LIMIT 1
+SELECT "streams"."track_uri", "streams"."timestamp_ms" AS "ts" FROM "streams" WHERE (("streams"."timestamp_ms" < CAST('<2023-01-01T00:00:00Z>' AS Int64)) AND ("streams"."user_id" = 'u0002')) ORDER BY "ts" ASC NULLS LAST LIMIT 1

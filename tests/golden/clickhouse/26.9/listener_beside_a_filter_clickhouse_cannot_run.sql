@@ -1,0 +1,1 @@
+SELECT "plays_daily"."user_id", "plays_daily"."day", "plays_daily"."track_uri", "plays_daily"."plays" FROM "plays_daily" WHERE (("plays_daily"."user_id" = 'u0002') AND ("plays_daily"."day" < CAST('<2022-01-01T00:00:00Z>' AS Int64)))

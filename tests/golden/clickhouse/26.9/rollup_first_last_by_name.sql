@@ -1,0 +1,1 @@
+SELECT "track_first_last"."track_uri", "track_first_last"."first_ts", "track_first_last"."plays" FROM "track_first_last" WHERE ("track_first_last"."user_id" = 'u0002') ORDER BY "track_first_last"."first_ts" ASC NULLS LAST LIMIT 3
