@@ -31,6 +31,14 @@ from chdb_front import ChdbClickHouse  # noqa: E402
 
 FORMATS = {"18.16": ["native"], "26.9": ["arrow_stream", "native"]}
 WIRE = {"native": "Native", "arrow_stream": "ArrowStream"}
+# What Sluice sends with an ArrowStream read (connectors/clickhouse/src/arrow_stream.rs),
+# sent with the direct read too: the same bytes on both sides.
+DIRECT_SETTINGS = {
+    "native": "",
+    "arrow_stream": " SETTINGS output_format_arrow_string_as_string = 1, "
+                    "output_format_arrow_low_cardinality_as_dictionary = 0, "
+                    "output_format_arrow_compression_method = 'none'",
+}
 
 
 def config(folder, url, users, result_format):
@@ -61,7 +69,7 @@ def export(args, tmp, version, server, data):
         try:
             conn = gw.connect("analyst")
             med = export_passes(conn, sluice_sql,
-                                lambda: ch.native_bytes(direct_sql, WIRE[fmt]), rows, args.passes)
+                                lambda: ch.native_bytes(direct_sql + DIRECT_SETTINGS[fmt], WIRE[fmt]), rows, args.passes)
             conn.close()
         finally:
             gw.stop()

@@ -85,8 +85,10 @@ def start_server(dataset_dir, *extra, data=True):
     )
     address = metrics = None
     scheme = "grpc"
+    banner = []
     try:
         for line in proc.stdout:
+            banner.append(line)
             m = re.search(r"Metrics: (http://\S+)", line)
             if m:
                 metrics = m.group(1)
@@ -97,6 +99,7 @@ def start_server(dataset_dir, *extra, data=True):
         assert address and metrics, "sluice did not report its addresses"
         server = Server(proc, address, metrics, scheme)
         server.log_path = log_path
+        server.banner = "".join(banner)
         yield server
     finally:
         if proc.poll() is None:

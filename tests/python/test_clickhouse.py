@@ -8,7 +8,7 @@ import time
 import adbc_driver_manager
 import pytest
 
-from conftest import (CLICKHOUSE_DB, END, connect, needs_the_real_server, sluice,
+from conftest import (CLICKHOUSE_DB, END, SERVER_18, connect, needs_the_real_server, sluice,
                       start_clickhouse, start_redis, start_server, write_clickhouse_config)
 from helpers import duck_rows, sluice_rows
 
@@ -376,3 +376,38 @@ def test_a_window_over_an_aggregate_reads_its_columns_by_name(clickhouse_server,
                 cur.execute(f"SET sluice.route = '{route}'")
             got = sluice_rows(conn, sql)
         assert [(int(m), t, n) for m, t, n in got] == [(int(m), t, n) for m, t, n in expected], route
+
+
+# --- result formats ----------------------------------------------------------------------
+
+def test_results_come_in_the_format_the_server_has(clickhouse, clickhouse_server):
+    """`result_format = "auto"`: ArrowStream from 23.x, Native before, named in the banner."""
+    expected = "Native" if clickhouse.version == SERVER_18 else "ArrowStream"
+    assert f"(results in {expected})" in clickhouse_server.banner, clickhouse_server.banner
+
+
+def test_either_format_gives_the_same_answers(clickhouse, clickhouse_config, dataset_dir,
+                                              tmp_path, mine):
+    """Forcing the other format: the same answers as DuckDB's (catalog join, times, counts);
+    ArrowStream forced on a server without it is refused at start, saying what to set."""
+    other = "native" if clickhouse.version != SERVER_18 else "arrow_stream"
+    path = write_clickhouse_config(tmp_path, clickhouse.url,
+                                   extra=f'result_format = "{other}"\n')
+    if other == "arrow_stream":
+        out = sluice("serve", "--config", path, "--listen", "127.0.0.1:0", check=False)
+        assert out.returncode != 0
+        assert 'result_format = "arrow_stream" needs ClickHouse 23.x' in out.stderr, out.stderr
+        return
+    sql = """SELECT a.artist_name, min(s.ts) AS first, count(*) AS plays, sum(s.ms_played) AS ms
+             FROM streams s JOIN tracks t ON s.track_uri = t.track_uri
+             JOIN artists a ON t.artist_uri = a.artist_uri
+             GROUP BY a.artist_name ORDER BY plays DESC, a.artist_name LIMIT 10"""
+    expected = duck_rows(mine, sql)
+    servers = start_server(dataset_dir, "--config", str(path), data=False)
+    server = next(servers)
+    try:
+        assert "(results in Native)" in server.banner, server.banner
+        with connect(server, ME) as conn:
+            assert sluice_rows(conn, sql) == expected
+    finally:
+        servers.close()

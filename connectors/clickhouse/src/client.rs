@@ -78,12 +78,16 @@ pub enum WireFormat {
 }
 
 impl WireFormat {
-    fn chosen(setting: ResultFormat, version: ServerVersion) -> Self {
+    /// The format `setting` asks for on a server of `version`; `None` where it asks for
+    /// `ArrowStream` of a server that lacks it.
+    fn chosen(setting: ResultFormat, version: ServerVersion) -> Option<Self> {
         match setting {
-            ResultFormat::Native => Self::Native,
-            ResultFormat::ArrowStream => Self::ArrowStream,
-            ResultFormat::Auto if version.has_arrow_stream() => Self::ArrowStream,
-            ResultFormat::Auto => Self::Native,
+            ResultFormat::Native => Some(Self::Native),
+            ResultFormat::ArrowStream | ResultFormat::Auto if version.has_arrow_stream() => {
+                Some(Self::ArrowStream)
+            }
+            ResultFormat::ArrowStream => None,
+            ResultFormat::Auto => Some(Self::Native),
         }
     }
 
@@ -145,7 +149,17 @@ impl ClickHouseClient {
             endpoint: this.endpoint.to_string(),
             message: format!("unreadable server version {text:?}"),
         })?;
-        this.format = WireFormat::chosen(this.config.result_format, this.version);
+        this.format =
+            WireFormat::chosen(this.config.result_format, this.version).ok_or_else(|| {
+                Error::Unexpected {
+                    endpoint: this.endpoint.to_string(),
+                    message: format!(
+                        "result_format = \"arrow_stream\" needs ClickHouse 23.x or later, and this \
+                     server is {}: set result_format = \"auto\" or \"native\"",
+                        this.version
+                    ),
+                }
+            })?;
         debug!(endpoint = %this.endpoint, version = %this.version, format = this.format.name(),
             "connected to ClickHouse");
         Ok(this)
@@ -554,6 +568,30 @@ impl Drop for KillOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_result_format_follows_the_version_unless_forced() {
+        let v18 = ServerVersion {
+            major: 18,
+            minor: 16,
+        };
+        let v26 = ServerVersion {
+            major: 26,
+            minor: 9,
+        };
+        let chosen = WireFormat::chosen;
+        assert_eq!(chosen(ResultFormat::Auto, v18), Some(WireFormat::Native));
+        assert_eq!(
+            chosen(ResultFormat::Auto, v26),
+            Some(WireFormat::ArrowStream)
+        );
+        assert_eq!(chosen(ResultFormat::Native, v26), Some(WireFormat::Native));
+        assert_eq!(
+            chosen(ResultFormat::ArrowStream, v26),
+            Some(WireFormat::ArrowStream)
+        );
+        assert_eq!(chosen(ResultFormat::ArrowStream, v18), None);
+    }
 
     /// A connection started from another runtime (the gRPC one, while planning) still runs
     /// on the runtime the client was made on, beside the reads of its results.
