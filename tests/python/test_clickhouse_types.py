@@ -1,8 +1,10 @@
 """The types current ClickHouse servers return and 18.16 never did, as the servers send them:
 each case's `Native` bytes, asked of the real 18.16 server and of the 26.9 engine, equal the
-files under tests/golden/native/<version>/ (SLUICE_BLESS=1 writes them). The Rust decoder's
-unit test (connectors/clickhouse/src/native.rs, `types_as_the_servers_send_them`) reads the
-same files: each type is decoded or refused with an error naming its column."""
+files under tests/golden/native/<version>/, and its `ArrowStream` bytes from 26.9 (with the
+settings Sluice sends) those under tests/golden/arrow_stream/26.9/ (SLUICE_BLESS=1 writes
+them). The Rust decoder's unit test (`types_as_the_servers_send_them` in
+connectors/clickhouse/src/native.rs) reads the `Native` files: each type is decoded or refused
+with an error naming its column."""
 
 import os
 import urllib.request
@@ -12,6 +14,7 @@ import pytest
 from conftest import REPO, SERVER_18
 
 GOLDEN = REPO / "tests" / "golden" / "native"
+GOLDEN_ARROW = REPO / "tests" / "golden" / "arrow_stream"
 
 # name -> (SELECT, whether 18.16 has the type). Every column is named `v`.
 CASES = {
@@ -33,10 +36,26 @@ CASES = {
 }
 
 
-def native(clickhouse, sql):
-    req = urllib.request.Request(clickhouse.url + "/", data=f"{sql} FORMAT Native".encode())
+# What Sluice sends with an ArrowStream read (connectors/clickhouse/src/arrow_stream.rs).
+ARROW_SETTINGS = ("output_format_arrow_string_as_string = 1, "
+                  "output_format_arrow_low_cardinality_as_dictionary = 0, "
+                  "output_format_arrow_compression_method = 'none'")
+
+
+def fetch(clickhouse, sql, wire="Native"):
+    settings = f" SETTINGS {ARROW_SETTINGS}" if wire == "ArrowStream" else ""
+    req = urllib.request.Request(clickhouse.url + "/",
+                                 data=f"{sql}{settings} FORMAT {wire}".encode())
     with urllib.request.urlopen(req, timeout=60) as r:
         return r.read()
+
+
+def compare_golden(path, got):
+    if os.environ.get("SLUICE_BLESS"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(got)
+    assert path.exists(), f"{path} is missing; SLUICE_BLESS=1 writes it"
+    assert got == path.read_bytes(), f"{path.name} changed; SLUICE_BLESS=1 regenerates it"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -44,10 +63,13 @@ def test_native_bytes_are_what_the_server_sends(clickhouse, case):
     sql, on_18 = CASES[case]
     if clickhouse.version == SERVER_18 and not on_18:
         pytest.skip(f"18.16 has no such type: {sql}")
-    got = native(clickhouse, sql)
-    path = GOLDEN / clickhouse.version / f"{case}.native"
-    if os.environ.get("SLUICE_BLESS"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(got)
-    assert path.exists(), f"{path} is missing; SLUICE_BLESS=1 writes it"
-    assert got == path.read_bytes(), f"{path.name} changed; SLUICE_BLESS=1 regenerates it"
+    compare_golden(GOLDEN / clickhouse.version / f"{case}.native", fetch(clickhouse, sql))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_arrow_stream_bytes_are_what_the_server_sends(clickhouse, case):
+    """Servers from 23.x answer Sluice in ArrowStream: the same cases in that format."""
+    if clickhouse.version == SERVER_18:
+        pytest.skip("18.16 is read in Native")
+    compare_golden(GOLDEN_ARROW / clickhouse.version / f"{case}.arrows",
+                   fetch(clickhouse, CASES[case][0], "ArrowStream"))
