@@ -2,9 +2,9 @@
 each case's `Native` bytes, asked of the real 18.16 server and of the 26.9 engine, equal the
 files under tests/golden/native/<version>/, and its `ArrowStream` bytes from 26.9 (with the
 settings Sluice sends) those under tests/golden/arrow_stream/26.9/ (SLUICE_BLESS=1 writes
-them). The Rust decoder's unit test (`types_as_the_servers_send_them` in
-connectors/clickhouse/src/native.rs) reads the `Native` files: each type is decoded or refused
-with an error naming its column."""
+them). The Rust decoders' unit tests (`types_as_the_servers_send_them` in
+connectors/clickhouse/src/native.rs and src/arrow.rs) read those files: each type is decoded or
+refused with an error naming its column."""
 
 import os
 import urllib.request
