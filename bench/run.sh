@@ -12,7 +12,7 @@
 # on free loopback ports with their data in a temporary folder, stopped by process id.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 VENV="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
 bin="$CARGO_TARGET_DIR/release"
 

@@ -7,12 +7,13 @@
 #
 #   ./tests/run.sh
 #
-# Environment: CARGO_TARGET_DIR (default ~/.cache/sluice/target, reused between runs),
+# Environment: CARGO_TARGET_DIR (default ./target, the one `cargo run` builds into, so the
+# README's two commands share one build; .ci/run keeps CI's outside the clone),
 # SLUICE_VENV (default ~/.cache/sluice/venv), SLUICE_SKIP_LINT=1 to skip fmt and clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 VENV="${SLUICE_VENV:-$HOME/.cache/sluice/venv}"
 
 step() { printf '\n== %s\n' "$*"; }

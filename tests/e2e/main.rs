@@ -251,3 +251,81 @@ async fn session_options_round_trip() {
     );
     assert!(text.contains("sluice"), "catalog option: {text}");
 }
+
+/// Flight's `SetSessionOptionsRequest` / `Result`, as much of them as the test needs
+/// (arrow-flight does not generate them).
+mod set_session_options {
+    use std::collections::HashMap;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Value {
+        #[prost(string, optional, tag = "1")]
+        pub(super) string_value: Option<String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Request {
+        #[prost(map = "string, message", tag = "1")]
+        pub(super) session_options: HashMap<String, Value>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Error {
+        #[prost(int32, tag = "1")]
+        pub(super) value: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Result {
+        #[prost(map = "string, message", tag = "1")]
+        pub(super) errors: HashMap<String, Error>,
+    }
+}
+
+#[tokio::test]
+async fn set_session_options_tells_a_wrong_name_from_a_wrong_value() {
+    use set_session_options::{Request, Result, Value};
+    let server = SluiceServer::start();
+    let mut client = logged_in(&server, "u0002").await;
+    let options = [
+        ("sluice.route", "raw"),
+        ("sluice.freshness", "stale"),
+        ("sluice.watermark", "0"),
+        ("datafusion.catalog.information_schema", "true"),
+        ("datafusion.execution.batch_size", "lots"),
+        ("datafusion.execution.no_such_option", "1"),
+    ];
+    let request = Request {
+        session_options: options
+            .iter()
+            .map(|(k, v)| {
+                let value = Value {
+                    string_value: Some(v.to_string()),
+                };
+                (k.to_string(), value)
+            })
+            .collect(),
+    };
+    let action = Action::new("SetSessionOptions", request.encode_to_vec());
+    let result: Vec<_> = client
+        .do_action(action)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let errors = Result::decode(&*result[0].body).unwrap().errors;
+    let mut errors: Vec<(String, i32)> = errors.into_iter().map(|(k, e)| (k, e.value)).collect();
+    errors.sort();
+    // SetSessionOptionsResult.ErrorValue: 1 = INVALID_NAME, 2 = INVALID_VALUE.
+    assert_eq!(
+        errors,
+        vec![
+            ("datafusion.catalog.information_schema".to_string(), 1),
+            ("datafusion.execution.batch_size".to_string(), 2),
+            ("datafusion.execution.no_such_option".to_string(), 1),
+            ("sluice.freshness".to_string(), 2),
+            ("sluice.watermark".to_string(), 1),
+        ]
+    );
+}

@@ -3,16 +3,21 @@
 //! back as Arrow. [`SluiceFlightService`] is the entry point; mount
 //! [`SluiceFlightService::into_server`] on a tonic server.
 
+mod actions;
 mod admission;
 mod audit;
 mod error;
+mod flight_info;
+mod ingest;
 mod limits;
 mod metadata;
+mod metadata_command;
 mod results;
 mod server;
 mod service;
 mod session;
 mod session_options;
+mod statement;
 
 pub use admission::Admission;
 pub use audit::AuditLog;

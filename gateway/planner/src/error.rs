@@ -12,9 +12,12 @@ pub enum Error {
     /// A statement that would change data or schema.
     #[error("Sluice is read-only: {statement} statements are not supported")]
     ReadOnly { statement: String },
-    /// A session setting that does not exist or may not be changed.
+    /// A session setting given a value it cannot take.
     #[error("setting '{name}': {problem}")]
     Setting { name: String, problem: String },
+    /// A session setting that does not exist or may not be changed per session.
+    #[error("setting '{name}': {problem}")]
+    UnknownSetting { name: String, problem: String },
     /// Parameters that do not fit the statement.
     #[error("parameters: {0}")]
     Parameters(String),
@@ -52,9 +55,10 @@ impl Error {
         match self {
             Error::Plan(e) | Error::Execute(e) => classify(e),
             Error::ReadOnly { .. } => ErrorKind::Unsupported,
-            Error::Setting { .. } | Error::Parameters(_) | Error::Ingest(_) => {
-                ErrorKind::InvalidRequest
-            }
+            Error::Setting { .. }
+            | Error::UnknownSetting { .. }
+            | Error::Parameters(_)
+            | Error::Ingest(_) => ErrorKind::InvalidRequest,
             Error::Forbidden(_) => ErrorKind::PermissionDenied,
         }
     }
@@ -90,7 +94,7 @@ fn classify(e: &DataFusionError) -> ErrorKind {
             | datafusion::arrow::error::ArrowError::ComputeError(_) => ErrorKind::InvalidRequest,
             _ => ErrorKind::Internal,
         },
-        DataFusionError::Execution(msg) if msg.contains("cancel") => ErrorKind::Cancelled,
+        DataFusionError::ExecutionJoin(e) if e.is_cancelled() => ErrorKind::Cancelled,
         DataFusionError::Execution(_) => ErrorKind::InvalidRequest,
         _ => ErrorKind::Internal,
     }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::config::ConfigOptions;
+use datafusion::common::extensions_options;
+use datafusion::config::{ConfigExtension, ConfigField, ConfigOptions, ExtensionOptions, Visit};
+use datafusion::error::DataFusionError;
 
 use crate::error::{Error, Result};
 
@@ -48,26 +50,98 @@ pub(crate) enum Freshness {
     Cold,
 }
 
+/// A closed set of words as a DataFusion option: parsed case-insensitively, refused with the
+/// words it may take.
+trait OptionWords: Sized + Copy + 'static {
+    const WORDS: &'static [(&'static str, Self)];
+
+    fn as_str(self) -> &'static str
+    where
+        Self: PartialEq,
+    {
+        Self::WORDS
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(w, _)| w)
+    }
+
+    fn parse(value: &str) -> datafusion::error::Result<Self> {
+        let value = value.trim().to_ascii_lowercase();
+        Self::WORDS
+            .iter()
+            .find(|(w, _)| *w == value)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let words: Vec<&str> = Self::WORDS.iter().map(|(w, _)| *w).collect();
+                DataFusionError::Configuration(format!(
+                    "'{value}' is not one of {}",
+                    words.join(", ")
+                ))
+            })
+    }
+}
+
+impl OptionWords for RouteMode {
+    const WORDS: &'static [(&'static str, Self)] = &[("auto", Self::Auto), ("raw", Self::Raw)];
+}
+
+impl OptionWords for Freshness {
+    const WORDS: &'static [(&'static str, Self)] = &[("live", Self::Live), ("cold", Self::Cold)];
+}
+
 impl RouteMode {
     pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            RouteMode::Auto => "auto",
-            RouteMode::Raw => "raw",
-        }
+        OptionWords::as_str(self)
     }
 }
 
 impl Freshness {
     pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Freshness::Live => "live",
-            Freshness::Cold => "cold",
-        }
+        OptionWords::as_str(self)
     }
 }
 
-const ROUTE: &str = "sluice.route";
-const FRESHNESS: &str = "sluice.freshness";
+macro_rules! word_option {
+    ($t:ty) => {
+        impl ConfigField for $t {
+            fn visit<V: Visit>(&self, v: &mut V, key: &str, description: &'static str) {
+                v.some(key, self.as_str(), description)
+            }
+
+            fn set(&mut self, _key: &str, value: &str) -> datafusion::error::Result<()> {
+                *self = <$t as OptionWords>::parse(value)?;
+                Ok(())
+            }
+        }
+    };
+}
+word_option!(RouteMode);
+word_option!(Freshness);
+
+extensions_options! {
+    /// Sluice's own session options, `sluice.*`.
+    pub(crate) struct SluiceOptions {
+        /// How a query may be answered: `auto` (rollups, partials per source) or `raw`.
+        pub(crate) route: RouteMode, default = RouteMode::Auto
+        /// Which events a query sees: `live` (all) or `cold` (before W only).
+        pub(crate) freshness: Freshness, default = Freshness::Live
+    }
+}
+
+impl ConfigExtension for SluiceOptions {
+    const PREFIX: &'static str = "sluice";
+}
+
+impl SluiceOptions {
+    /// The option names, with their prefix.
+    fn names() -> Vec<String> {
+        Self::default()
+            .entries()
+            .into_iter()
+            .map(|e| format!("{}.{}", Self::PREFIX, e.key))
+            .collect()
+    }
+}
 
 /// The settings one session has changed, applied to every query it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -85,34 +159,32 @@ impl SessionSettings {
             // `SET batch_size = 10` means the DataFusion option of that name, as in DataFusion.
             format!("datafusion.execution.{name}")
         };
-        let problem = |p: String| Error::Setting {
+        let bad_value = |p: String| Error::Setting {
             name: name.clone(),
             problem: p,
         };
-        if name.starts_with("sluice.") {
-            let value = value.trim().to_ascii_lowercase();
-            let allowed: &[&str] = match name.as_str() {
-                ROUTE => &["auto", "raw"],
-                FRESHNESS => &["live", "cold"],
-                _ => {
-                    return Err(problem(format!(
-                        "is not a Sluice setting (there are {ROUTE} and {FRESHNESS})"
-                    )));
-                }
-            };
-            if !allowed.contains(&value.as_str()) {
-                return Err(problem(format!(
-                    "'{value}' is not one of {}",
-                    allowed.join(", ")
+        let bad_name = |p: String| Error::UnknownSetting {
+            name: name.clone(),
+            problem: p,
+        };
+        if let Some(key) = name.strip_prefix("sluice.") {
+            let names = SluiceOptions::names();
+            if !names.contains(&name) {
+                return Err(bad_name(format!(
+                    "is not a Sluice setting (there are {})",
+                    names.join(" and ")
                 )));
             }
-            self.values.insert(name, value);
+            let mut probe = SluiceOptions::default();
+            ExtensionOptions::set(&mut probe, key, value)
+                .map_err(|e| bad_value(e.strip_backtrace()))?;
+            self.values.insert(name, value.trim().to_ascii_lowercase());
             return Ok(());
         }
         if FORBIDDEN.contains(&name.as_str())
             || !SETTABLE_PREFIXES.iter().any(|p| name.starts_with(p))
         {
-            return Err(problem(format!(
+            return Err(bad_name(format!(
                 "cannot be changed per session (settable: {})",
                 SETTABLE_PREFIXES
                     .iter()
@@ -122,31 +194,42 @@ impl SessionSettings {
             )));
         }
         let mut probe = ConfigOptions::new();
+        if !probe.entries().iter().any(|e| e.key == name) {
+            return Err(bad_name("is not a DataFusion option".into()));
+        }
         probe
             .set(&name, value)
-            .map_err(|e| problem(e.strip_backtrace()))?;
+            .map_err(|e| bad_value(e.strip_backtrace()))?;
         self.values.insert(name, value.to_string());
         Ok(())
     }
 
+    /// The session's `sluice.*` options.
+    pub(crate) fn sluice(&self) -> SluiceOptions {
+        let mut options = SluiceOptions::default();
+        for (name, value) in &self.values {
+            if let Some(key) = name.strip_prefix("sluice.") {
+                // Checked by `set`.
+                let _ = ExtensionOptions::set(&mut options, key, value);
+            }
+        }
+        options
+    }
+
     /// The session's `sluice.route`.
     pub(crate) fn route(&self) -> RouteMode {
-        match self.values.get(ROUTE).map(String::as_str) {
-            Some("raw") => RouteMode::Raw,
-            _ => RouteMode::Auto,
-        }
+        self.sluice().route
     }
 
     /// The session's `sluice.freshness`.
     pub(crate) fn freshness(&self) -> Freshness {
-        match self.values.get(FRESHNESS).map(String::as_str) {
-            Some("cold") => Freshness::Cold,
-            _ => Freshness::Live,
-        }
+        self.sluice().freshness
     }
 
-    /// Applies the DataFusion settings to a query's options.
+    /// Applies the settings to a query's options: DataFusion's by name, Sluice's as the
+    /// [`SluiceOptions`] extension.
     pub(crate) fn apply(&self, options: &mut ConfigOptions) -> Result<()> {
+        options.extensions.insert(self.sluice());
         for (k, v) in self
             .values
             .iter()
@@ -182,8 +265,18 @@ mod tests {
             s.set("datafusion.catalog.information_schema", "true")
                 .is_err()
         );
-        assert!(s.set("datafusion.execution.batch_size", "lots").is_err());
-        assert!(s.set("datafusion.execution.no_such_thing", "1").is_err());
+        assert!(matches!(
+            s.set("datafusion.execution.batch_size", "lots"),
+            Err(Error::Setting { .. })
+        ));
+        assert!(matches!(
+            s.set("datafusion.execution.no_such_thing", "1"),
+            Err(Error::UnknownSetting { .. })
+        ));
+        assert!(matches!(
+            s.set("datafusion.catalog.information_schema", "true"),
+            Err(Error::UnknownSetting { .. })
+        ));
     }
 
     #[test]
@@ -199,9 +292,20 @@ mod tests {
             (s.route(), s.freshness()),
             (RouteMode::Raw, Freshness::Cold)
         );
-        assert!(s.set("sluice.route", "fast").is_err());
-        assert!(s.set("sluice.watermark", "0").is_err());
+        assert!(matches!(
+            s.set("sluice.route", "fast"),
+            Err(Error::Setting { problem, .. }) if problem.contains("'fast' is not one of auto, raw")
+        ));
+        assert!(matches!(
+            s.set("sluice.watermark", "0"),
+            Err(Error::UnknownSetting { .. })
+        ));
         let mut options = ConfigOptions::new();
         s.apply(&mut options).unwrap();
+        let applied = options.extensions.get::<SluiceOptions>().unwrap();
+        assert_eq!(
+            (applied.route, applied.freshness),
+            (RouteMode::Raw, Freshness::Cold)
+        );
     }
 }
