@@ -1,7 +1,6 @@
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
@@ -15,22 +14,18 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Explain, LogicalPlan, Statement};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionConfig;
-use futures::StreamExt;
 use sluice_auth::{Principal, Role};
 use sluice_catalog::{CATALOG, SCHEMA, STREAMS};
 use sluice_connector_api::{Sources, Watermark};
 use sluice_metrics::PHYSICAL_PLAN_CACHE;
 use tracing::debug;
 
-use crate::catalog_lookup::CatalogLookupRule;
-use crate::catalog_rollups::CatalogRollupRule;
-use crate::eager_aggregate::EagerAggregateRule;
+use crate::catalog_table::CatalogTable;
 use crate::error::{Error, Result};
 use crate::executor::QueryExecutor;
-use crate::federation::{self, CatalogTable, SluiceQueryPlanner};
+use crate::explain::with_route_row;
 use crate::information_schema::{INFORMATION_SCHEMA, information_schema};
 use crate::ingest::{EventIngest, IngestTarget};
 use crate::manifest::Manifest;
@@ -39,12 +34,12 @@ use crate::placeholders::number_question_marks;
 use crate::plan_cache::{
     DEFAULT_PLAN_CACHE_ENTRIES, PlanCache, PlanKey, RoutedPlan, physical_not_reusable, reusable,
 };
-use crate::rollups::{AggregateSplitRule, AvailableRollup, RollupChoice};
-use crate::scope::{ListenerRowsRule, ListenerScopeRule};
-use crate::semi_join::SemiJoinDistinctRule;
+use crate::query_planner::{self, SluiceQueryPlanner};
+use crate::rollups::AvailableRollup;
+use crate::route::{QueryScope, QueryScopeOption, RollupChoice, Route};
+use crate::rules;
 use crate::settings::SessionSettings;
-use crate::streams::{QueryScope, QueryScopeOption, Route, StreamsSplitRule, StreamsTable};
-use crate::topk::TopKSplitRule;
+use crate::streams::StreamsTable;
 
 /// Plans SQL against the sources. One per process, shared by every session.
 #[derive(Debug)]
@@ -133,19 +128,18 @@ impl QueryEngine {
                 .map_err(internal)?;
         }
         // In the declared order (fewest rows first), whatever order the source lists them.
-        let (catalog_rollups, rollups): (Vec<AvailableRollup>, Vec<AvailableRollup>) =
-            sluice_catalog::rollups()
-                .iter()
-                .filter_map(|def| {
-                    let (_, table) = sources.rollups.iter().find(|(n, _)| n == def.table)?;
-                    Some(AvailableRollup {
-                        def,
-                        federated: crate::federation::remote_name(table).is_some(),
-                        table: Arc::clone(table),
-                        source: sources.cold.name().to_string(),
-                    })
+        let rollups: Vec<AvailableRollup> = sluice_catalog::rollups()
+            .iter()
+            .filter_map(|def| {
+                let (_, table) = sources.rollups.iter().find(|(n, _)| n == def.table)?;
+                Some(AvailableRollup {
+                    def,
+                    federated: crate::federation::remote_name(table).is_some(),
+                    table: Arc::clone(table),
+                    source: sources.cold.name().to_string(),
                 })
-                .partition(|r| !r.def.joins.is_empty());
+            })
+            .collect();
         for (name, table) in sources.rollups {
             public.register_table(name, table).map_err(internal)?;
         }
@@ -163,28 +157,20 @@ impl QueryEngine {
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false);
-        let base = SessionStateBuilder::new()
+        // The route's rules, in the order `rules` lists and explains, after DataFusion's;
+        // the analyzer's are added per query (`plan`), the federation step is `optimize`'s.
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_catalog_list(Arc::new(catalogs) as Arc<dyn CatalogProviderList>)
-            .with_query_planner(Arc::new(SluiceQueryPlanner))
-            // After DataFusion pushed the filters into `streams`: aggregates over it and
-            // the catalog read from rollups by catalog keys where exact, or else partly
-            // computed below the joins, reads of it for semi and anti
-            // joins made distinct, aggregates over it split into partials per source
-            // (rollups where exact), then every other read of it split at the query's W,
-            // with a top-k sort copied onto each branch.
-            .with_optimizer_rule(Arc::new(CatalogRollupRule::new(catalog_rollups)))
-            .with_optimizer_rule(Arc::new(EagerAggregateRule))
-            .with_optimizer_rule(Arc::new(SemiJoinDistinctRule))
-            .with_optimizer_rule(Arc::new(AggregateSplitRule::new(rollups)))
-            .with_optimizer_rule(Arc::new(StreamsSplitRule))
-            .with_optimizer_rule(Arc::new(TopKSplitRule))
-            // Last, once DataFusion placed its joins: catalog joins by lookup where exact,
-            // then a listener's rows taken from each scan before any expression sees them.
-            .with_physical_optimizer_rule(Arc::new(CatalogLookupRule))
-            .with_physical_optimizer_rule(Arc::new(ListenerRowsRule))
-            .build();
+            .with_query_planner(Arc::new(SluiceQueryPlanner));
+        for rule in rules::logical_rules(rollups) {
+            builder = builder.with_optimizer_rule(rule);
+        }
+        for rule in rules::physical_rules() {
+            builder = builder.with_physical_optimizer_rule(rule);
+        }
+        let base = builder.build();
         Ok(Self {
             base,
             ingest: EventIngest {
@@ -247,8 +233,10 @@ impl QueryEngine {
         let mut state = self.base.clone();
         settings.apply(state.config_mut().options_mut())?;
         let original_sql: Arc<str> = sql.into();
-        if let Some(user) = principal.scope() {
-            state.add_analyzer_rule(Arc::new(ListenerScopeRule::new(user)));
+        for rule in rules::analyzer_rules(principal.scope()) {
+            state.add_analyzer_rule(rule);
+        }
+        if principal.scope().is_some() {
             // One listener's rows are few: one partition per operator. More would hash and
             // copy every row of the catalog into partitions for each join (a fifth of the
             // gateway's CPU on catalog-join questions, measured with perf) and hand batches
@@ -487,8 +475,7 @@ impl Query {
         self.state.mark_start_execution();
         self.plan = self.state.optimize(&self.plan).map_err(Error::Plan)?;
         if !matches!(self.plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
-            self.federated =
-                Some(federation::federate(&self.plan, &self.state).map_err(Error::Plan)?);
+            self.federated = Some(rules::federate(&self.plan, &self.state).map_err(Error::Plan)?);
         }
         self.optimized = true;
         if let Some((plans, key)) = &self.keep_as {
@@ -560,7 +547,7 @@ impl Query {
                 }
                 (None, Some(federated)) => {
                     PHYSICAL_PLAN_CACHE.with_label_values(&["miss"]).inc();
-                    let physical = federation::physical_plan(federated, &state).await?;
+                    let physical = query_planner::physical_plan(federated, &state).await?;
                     if let Some((plans, key)) = keep_as {
                         match physical_not_reusable(&physical) {
                             // A copy that never runs: each run resets its own.
@@ -594,27 +581,15 @@ impl Query {
     }
 }
 
-/// An EXPLAIN result with one more row, `sluice_route`, after DataFusion's.
-fn with_route_row(
-    stream: SendableRecordBatchStream,
-    route: &str,
-) -> datafusion::error::Result<SendableRecordBatchStream> {
-    let schema = stream.schema();
-    let columns = schema
-        .fields()
-        .iter()
-        .zip([SLUICE_ROUTE, route])
-        .map(|(f, v)| {
-            let text: ArrayRef = Arc::new(StringArray::from(vec![v]));
-            cast(&text, f.data_type())
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let row = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-    Ok(Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        stream.chain(futures::stream::once(async move { Ok(row) })),
-    )))
-}
+#[cfg(test)]
+impl Query {
+    /// Its session state and its plan (routed once optimized), for the rules' tests.
+    pub(crate) fn state_and_plan(&self) -> (&SessionState, &LogicalPlan) {
+        (&self.state, &self.plan)
+    }
 
-/// The `plan_type` of the route row EXPLAIN gains.
-const SLUICE_ROUTE: &str = "sluice_route";
+    /// Its federated plan, once optimized.
+    pub(crate) fn federated(&self) -> Option<&LogicalPlan> {
+        self.federated.as_ref()
+    }
+}

@@ -6,9 +6,8 @@
 use serde::Serialize;
 use sluice_connector_api::TimeRange;
 
-use crate::rollups::RollupChoice;
+use crate::route::{RollupChoice, Route};
 use crate::settings::{Freshness, RouteMode};
-use crate::streams::Route;
 
 /// The manifest of one query.
 #[derive(Debug, Clone, Serialize)]

@@ -24,9 +24,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use sluice_metrics::PLAN_CACHE;
 
-use crate::rollups::RollupChoice;
+use crate::route::{RollupChoice, Route};
 use crate::settings::SessionSettings;
-use crate::streams::Route;
 
 /// How many plans the engine keeps unless told otherwise. An entry (routed, federated and
 /// physical plan of a listener's question) took about 60 KiB of resident memory (170 kept:
@@ -202,7 +201,7 @@ const SCANS_READ_AT_RUN: &[&str] = &[
 /// filter made by an operator above it (`reset_plan_states` renews the producer's, not the
 /// copy below; a top-k sort's own filter, used by it alone, is renewed), nor where a scan
 /// took its rows when it was planned (the embedded hot store's), except the catalog's under
-/// [`crate::catalog_lookup::KeyedScanExec`] (the catalog does not change while Sluice
+/// [`crate::keyed_catalog::KeyedScanExec`] (the catalog does not change while Sluice
 /// runs). Unknown operators are not reused.
 pub(crate) fn physical_not_reusable(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
     let mut produced = HashSet::new();

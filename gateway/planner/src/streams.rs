@@ -1,85 +1,30 @@
-//! `streams` as the union of its two branches at the query's watermark `W`:
-//! `cold(ts < W) UNION ALL hot(ts >= W)`. Half-open on both sides, so an event at exactly
-//! `W` is read once, from the hot branch. A branch whose half cannot meet the query's own
-//! time filters is not read at all.
-//!
-//! The split is a logical rewrite ([`StreamsSplitRule`]), made after DataFusion has pushed
-//! the query's filters into the scan of `streams`: each branch becomes a scan of its source
-//! with those filters and its half of the range, so the federation step that follows can
-//! hand a cold branch in ClickHouse, with everything above it that ClickHouse can run, to
-//! ClickHouse as one statement.
+//! The `streams` table: one name over two sources, the cold store (events before the query's
+//! watermark `W`) and the hot store (events from `W` on). The SQL planner sees one table
+//! ([`StreamsTable`]); the route's rules replace every read of it with reads of its branches
+//! ([`branch_plan`]), each a scan of one source with the query's filters and its half of the
+//! range at `W` (see `rules::streams_split`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, Result, ScalarValue, TableReference, internal_err, plan_err};
+use datafusion::common::{Column, Result, ScalarValue, TableReference, internal_err};
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    EmptyRelation, Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableScan,
-    col, lit,
+    Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableScan, lit,
 };
-use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 use sluice_catalog::TIME_ZONE;
-use sluice_connector_api::{EventFilter, EventSource, TimeRange};
+use sluice_connector_api::EventSource;
 
-use crate::rewrite::rewrite_nodes;
-use crate::rollups::RollupChoice;
-use crate::settings::{Freshness, RouteMode};
+use crate::route::RouteBranch;
 use crate::source_reads::CountedTable;
 
-/// Which branch of `streams` a read went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RouteBranch {
-    /// Events before `W`.
-    Cold,
-    /// Events at or after `W`.
-    Hot,
-}
-
-impl RouteBranch {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            RouteBranch::Cold => "cold",
-            RouteBranch::Hot => "hot",
-        }
-    }
-}
-
-/// One read of a `streams` branch, recorded while planning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Route {
-    pub(crate) branch: RouteBranch,
-    /// The source that served it (`parquet`, `memory`, `clickhouse`, `redis`).
-    pub(crate) source: String,
-    /// The time range read, after intersecting the query's filters with the branch's half.
-    pub(crate) time: TimeRange,
-    /// The listeners read, if the filters named them.
-    pub(crate) users: Option<Vec<String>>,
-    /// The rollup read instead of raw events, if any.
-    pub(crate) rollup: Option<String>,
-}
-
-/// What one query carries through planning: its watermark and route settings, and the reads
-/// and rollup choices it planned.
-#[derive(Debug)]
-pub(crate) struct QueryScope {
-    pub(crate) watermark_ms: i64,
-    pub(crate) route: RouteMode,
-    pub(crate) freshness: Freshness,
-    pub(crate) routes: Mutex<Vec<Route>>,
-    pub(crate) rollups: Mutex<Vec<RollupChoice>>,
-    /// The listener a listener's query is scoped to (`None` for analysts and admins).
-    pub(crate) listener: Option<Arc<str>>,
-}
-
 /// The `streams` table as the SQL planner sees it: both branches behind one name. It is
-/// never scanned: [`StreamsSplitRule`] replaces its scans with the branches.
+/// never scanned: `rules::streams_split` replaces its scans with the branches.
 #[derive(Debug)]
 pub(crate) struct StreamsTable {
     pub(crate) hot: Arc<dyn EventSource>,
@@ -133,121 +78,6 @@ pub(crate) fn ts_literal(ms: i64) -> Expr {
     ))
 }
 
-/// The query's [`QueryScope`], carried in its config options so that one optimizer rule,
-/// registered once, reads each query's own `W`. Not settable from SQL.
-#[derive(Debug, Clone)]
-pub(crate) struct QueryScopeOption(pub(crate) Arc<QueryScope>);
-
-impl ExtensionOptions for QueryScopeOption {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
-        plan_err!(
-            "{}.{key} is set by Sluice for each query, not by SQL",
-            Self::PREFIX
-        )
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        vec![]
-    }
-}
-
-impl QueryScopeOption {
-    /// The scope of the query being optimized, if it is a Sluice query.
-    pub(crate) fn of(config: &dyn OptimizerConfig) -> Option<Arc<QueryScope>> {
-        config
-            .options()
-            .extensions
-            .get::<QueryScopeOption>()
-            .map(|s| Arc::clone(&s.0))
-    }
-}
-
-impl ConfigExtension for QueryScopeOption {
-    const PREFIX: &'static str = "sluice_query";
-}
-
-/// Replaces every scan of `streams` with the union of its branches at the query's `W`.
-#[derive(Debug, Default)]
-pub(crate) struct StreamsSplitRule;
-
-impl StreamsSplitRule {
-    fn split(
-        &self,
-        scope: &QueryScope,
-        scan: &TableScan,
-        cold: &Arc<dyn EventSource>,
-        hot: &Arc<dyn EventSource>,
-    ) -> Result<LogicalPlan> {
-        let w = scope.watermark_ms;
-        let wanted = EventFilter::from_filters(&scan.filters);
-        let users = wanted
-            .users
-            .as_ref()
-            .map(|u| u.iter().cloned().collect::<Vec<_>>());
-        let mut branches = Vec::with_capacity(2);
-        for (branch, source, range, half) in [
-            (
-                RouteBranch::Cold,
-                cold,
-                wanted.time.before(w),
-                col("ts").lt(ts_literal(w)),
-            ),
-            (
-                RouteBranch::Hot,
-                hot,
-                wanted.time.at_or_after(w),
-                col("ts").gt_eq(ts_literal(w)),
-            ),
-        ] {
-            if range.is_empty()
-                || wanted.is_empty()
-                || (branch == RouteBranch::Hot && scope.freshness == Freshness::Cold)
-            {
-                continue;
-            }
-            branches.push(branch_plan(scan, source, branch, half)?);
-            scope.routes.lock().expect("routes lock").push(Route {
-                branch,
-                source: source.name().to_string(),
-                time: range,
-                users: users.clone(),
-                rollup: None,
-            });
-        }
-        let plan = match branches.len() {
-            0 => LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::clone(&scan.projected_schema),
-            }),
-            1 => branches.pop().expect("one branch"),
-            _ => {
-                let mut branches = branches.into_iter();
-                let first = branches.next().expect("two branches");
-                let union = branches
-                    .try_fold(LogicalPlanBuilder::from(first), |b, p| b.union(p))?
-                    .build()?;
-                requalify(union, &scan.table_name, &scan.projected_schema)?
-            }
-        };
-        match scan.fetch {
-            Some(n) => LogicalPlanBuilder::from(plan).limit(0, Some(n))?.build(),
-            None => Ok(plan),
-        }
-    }
-}
-
 /// The cold and hot sources of a scan of `streams`; `None` for any other scan.
 pub(crate) fn streams_branches(
     scan: &TableScan,
@@ -255,22 +85,6 @@ pub(crate) fn streams_branches(
     let provider = source_as_provider(&scan.source).ok()?;
     let streams = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<StreamsTable>()?;
     Some((Arc::clone(&streams.cold), Arc::clone(&streams.hot)))
-}
-
-/// Names the columns of `plan` as the scan of `streams` did (`table.column`).
-fn requalify(
-    plan: LogicalPlan,
-    table: &TableReference,
-    schema: &datafusion::common::DFSchemaRef,
-) -> Result<LogicalPlan> {
-    let exprs = plan
-        .schema()
-        .columns()
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| Expr::Column(c).alias_qualified(Some(table.clone()), f.name()))
-        .collect::<Vec<_>>();
-    LogicalPlanBuilder::from(plan).project(exprs)?.build()
 }
 
 /// One branch: the source's table, filtered by the query's filters and the branch's half
@@ -338,34 +152,4 @@ pub(crate) fn branch_plan(
         })
         .collect::<Vec<_>>();
     builder.project(exprs)?.build()
-}
-
-impl OptimizerRule for StreamsSplitRule {
-    fn name(&self) -> &str {
-        "sluice_streams_split"
-    }
-
-    fn supports_rewrite(&self) -> bool {
-        true
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        let scope = QueryScopeOption::of(config);
-        rewrite_nodes(plan, |node| {
-            let LogicalPlan::TableScan(scan) = node else {
-                return Ok(None);
-            };
-            let Some((cold, hot)) = streams_branches(scan) else {
-                return Ok(None);
-            };
-            let Some(scope) = &scope else {
-                return internal_err!("streams planned outside a Sluice query (no watermark)");
-            };
-            self.split(scope, scan, &cold, &hot).map(Some)
-        })
-    }
 }

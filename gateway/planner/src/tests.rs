@@ -11,7 +11,7 @@ use sluice_catalog::TIME_ZONE;
 use sluice_connector_api::{FixedWatermark, Sources};
 use sluice_connector_embedded::MemoryHotStore;
 
-use crate::streams::RouteBranch;
+use crate::route::RouteBranch;
 use crate::{PlannedStatement, QueryEngine, SessionSettings};
 
 const W: i64 = 1_000_000;
@@ -35,7 +35,7 @@ fn events(rows: &[(&str, &str, i64)]) -> RecordBatch {
 /// Cold holds everything before W plus one event after it (not yet trimmed... from the
 /// other side: loaded but W not advanced); hot holds everything from W on plus one older
 /// event kept for the grace period. Each event must be counted exactly once.
-fn engine() -> QueryEngine {
+pub(crate) fn engine() -> QueryEngine {
     let cold = MemoryHotStore::new();
     cold.append(&events(&[
         ("a", "t1", 10),
@@ -87,7 +87,7 @@ async fn run(engine: &QueryEngine, who: &Principal, sql: &str) -> (String, Vec<R
     )
 }
 
-fn analyst() -> Principal {
+pub(crate) fn analyst() -> Principal {
     Principal::new("analyst", Role::Analyst, None)
 }
 
@@ -172,7 +172,7 @@ async fn a_listener_is_scoped_whatever_the_sql() {
     assert!(!out.contains("| b"), "{out}");
 }
 
-mod rollups {
+pub(crate) mod rollups {
     //! The same answers with and without rollups, with `W` in the middle of a day, so the
     //! day of `W` and the partial days at a range's edges are read raw.
 
@@ -275,7 +275,7 @@ mod rollups {
         Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())
     }
 
-    fn engine() -> QueryEngine {
+    pub(crate) fn engine() -> QueryEngine {
         let cold = MemoryHotStore::new();
         cold.append(&events(&cold_events())).unwrap();
         let hot = MemoryHotStore::new();
@@ -484,7 +484,7 @@ mod rollups {
     }
 }
 
-mod catalog_rollups {
+pub(crate) mod catalog_rollups {
     //! Aggregates over `streams` joined with tracks and artists read from the monthly rollups
     //! by artist and genre, with `W` in the middle of a month: the same answers as raw events.
 
@@ -616,7 +616,7 @@ mod catalog_rollups {
         ]
     }
 
-    fn engine() -> QueryEngine {
+    pub(crate) fn engine() -> QueryEngine {
         let (cold_rows, hot_rows): (Vec<_>, Vec<_>) =
             all_events().into_iter().partition(|e| e.2 < W);
         let cold = MemoryHotStore::new();

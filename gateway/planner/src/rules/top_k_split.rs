@@ -4,7 +4,7 @@
 //! branch in ClickHouse gets the sort and the limit in its SQL ("my first stream" moves one
 //! row, not the listener's history).
 //!
-//! [`TopKSplitRule`] runs after [`crate::streams`] made the union. It looks through
+//! [`TopKSplitRule`] runs after [`super::streams_split`] made the union. It looks through
 //! projections and aliases that only rename columns (above the union, and in each branch,
 //! where the sort goes below them), and leaves a branch alone if it already has a sort
 //! keeping `k` rows or fewer (so the rule applies once).
@@ -185,7 +185,7 @@ impl TopKSplitRule {
 
 impl OptimizerRule for TopKSplitRule {
     fn name(&self) -> &str {
-        "sluice_topk_split"
+        "sluice_top_k_split"
     }
 
     fn supports_rewrite(&self) -> bool {
@@ -201,5 +201,29 @@ impl OptimizerRule for TopKSplitRule {
             LogicalPlan::Sort(sort) => self.split(sort),
             _ => Ok(None),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::testing::logical;
+    use crate::tests::{analyst, engine};
+
+    #[tokio::test]
+    async fn a_top_k_over_the_branches_is_copied_onto_each() {
+        let plan = logical(
+            &engine(),
+            &analyst(),
+            "SELECT track_uri, ts FROM streams ORDER BY ts LIMIT 2",
+            "sluice_top_k_split",
+        )
+        .await;
+        let top_k = |p: &str| {
+            p.lines()
+                .filter(|l| l.contains("Sort: ") && l.contains("fetch=2"))
+                .count()
+        };
+        // The query's own, then one on each branch of the union.
+        assert_eq!((top_k(&plan.before), top_k(&plan.after)), (1, 3), "{plan}");
     }
 }

@@ -3,7 +3,7 @@
 //! turns such subqueries into semi and anti joins; [`SemiJoinDistinctRule`] puts a
 //! `GROUP BY` of the read columns on the `streams` side of each, which a semi or anti join
 //! answers identically (it only asks whether a match exists). The aggregate is then split
-//! like any other ([`crate::rollups`]): `track_first_last` holds each listener's distinct
+//! like any other ([`super::aggregate_split`]): `track_first_last` holds each listener's distinct
 //! tracks before `W`, and ClickHouse groups what it reads raw before sending it.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::rewrite::rewrite_nodes;
-use crate::rollups::streams_keys_only;
+use crate::streams_input::streams_keys_only;
 
 /// Reads the `streams` side of a semi or anti join as distinct rows, where it returns only
 /// key columns (`user_id`, `track_uri`): grouping by `ts` would shrink nothing.
@@ -72,5 +72,26 @@ impl OptimizerRule for SemiJoinDistinctRule {
             }
             Ok(Some(LogicalPlan::Join(join)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::testing::logical;
+    use crate::tests::{analyst, rollups};
+
+    #[tokio::test]
+    async fn the_streams_side_of_a_semi_join_is_read_as_distinct_keys() {
+        let plan = logical(
+            &rollups::engine(),
+            &analyst(),
+            "SELECT track_uri FROM tracks WHERE track_uri IN \
+             (SELECT track_uri FROM streams WHERE user_id = 'b')",
+            "sluice_semi_join_distinct",
+        )
+        .await;
+        assert!(plan.before.contains("LeftSemi Join"), "{plan}");
+        // A GROUP BY of the key with no aggregate, on the join's streams side.
+        assert_eq!(plan.added("aggr=[[]]"), 1, "{plan}");
     }
 }

@@ -4,10 +4,11 @@
 //! `ts`, below the joins, then the query's aggregate over the joined partial rows. Only one
 //! row per track and group moves from the sources and through the joins, instead of one per
 //! play; the partial is then split per source, and read from a rollup where one covers it
-//! ([`crate::rollups`]).
+//! ([`super::aggregate_split`]).
 //!
 //! It is for one listener's reads, whose rows come to the gateway to meet the catalog there;
-//! a read across listeners is joined in ClickHouse ([`crate::federation`]) and left alone.
+//! a read across listeners is joined in ClickHouse ([`super::catalog_join_placement`]) and left
+//! alone.
 //!
 //! [`EagerAggregateRule`] takes an aggregate whose input reaches one read of `streams`
 //! through inner joins (or outer, semi and anti joins that keep `streams`' rows), filters,
@@ -29,9 +30,9 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::federation::one_listener;
 use crate::rewrite::rewrite_nodes;
-use crate::rollups::streams_input;
+use crate::route::QueryScopeOption;
 use crate::settings::RouteMode;
-use crate::streams::QueryScopeOption;
+use crate::streams_input::streams_input;
 
 /// Pushes a partial aggregate of `streams` below the joins above it.
 #[derive(Debug, Default)]
@@ -338,5 +339,37 @@ impl OptimizerRule for EagerAggregateRule {
             LogicalPlan::Aggregate(agg) => self.push(agg),
             _ => Ok(None),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::testing::{listener, logical};
+    use crate::tests::{analyst, rollups};
+
+    const RULE: &str = "sluice_eager_aggregate";
+    const SQL: &str = "SELECT t.artist_uri, count(*) AS n FROM streams s \
+                       JOIN tracks t ON s.track_uri = t.track_uri GROUP BY t.artist_uri";
+
+    #[tokio::test]
+    async fn a_listeners_plays_are_counted_per_track_below_the_join() {
+        let plan = logical(&rollups::engine(), &listener("a"), SQL, RULE).await;
+        let lines: Vec<&str> = plan.after.lines().collect();
+        let join = lines.iter().position(|l| l.contains("Inner Join"));
+        let partial = lines
+            .iter()
+            .position(|l| l.contains("Aggregate:") && l.contains("AS sluice_eager_m0"));
+        assert!(
+            matches!((join, partial), (Some(j), Some(p)) if p > j),
+            "{plan}"
+        );
+        assert!(plan.after.contains("sum(sluice_eager_m0)"), "{plan}");
+        assert!(!plan.before.contains("sluice_eager"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn a_read_across_listeners_is_left_to_the_remote_join() {
+        let plan = logical(&rollups::engine(), &analyst(), SQL, RULE).await;
+        assert_eq!(plan.before, plan.after);
     }
 }

@@ -1,9 +1,10 @@
-//! Joins with the catalog by lookup. A listener's rows joined with `tracks` (or `artists`)
-//! on its key hash every one of the catalog's rows for each query (50,000 tracks, most of
-//! the gateway's CPU for a small question with a join), to keep the few that match. The
-//! catalog does not change while Sluice runs, so each table keeps an index of its rows by
-//! key ([`KeyedCatalog`], built at its first read), and [`CatalogLookupRule`] turns such a
-//! hash join into [`CatalogLookupExec`]: one index lookup per row of the other side.
+//! A catalog table indexed by its key, and joins with it by lookup. A listener's rows joined
+//! with `tracks` (or `artists`) on its key hash every one of the catalog's rows for each
+//! query (50,000 tracks, most of the gateway's CPU for a small question with a join), to
+//! keep the few that match. The catalog does not change while Sluice runs, so each table
+//! keeps an index of its rows by key ([`KeyedCatalog`], built at its first read, and read
+//! through [`KeyedScanExec`]), and `rules::catalog_lookup` turns such a hash join into
+//! [`CatalogLookupExec`]: one index lookup per row of the other side.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,12 +15,10 @@ use datafusion::arrow::compute::{
     cast, concat_batches, filter, filter_record_batch, is_not_null, take,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{JoinType, NullEquality, Result, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::Column;
@@ -74,7 +73,7 @@ impl KeyedCatalog {
 }
 
 /// A scan of a catalog table that has its [`KeyedCatalog`]: reads like the scan it wraps,
-/// and lets [`CatalogLookupRule`] find the table under a join.
+/// and lets `rules::catalog_lookup` find the table under a join.
 #[derive(Debug)]
 pub(crate) struct KeyedScanExec {
     input: Arc<dyn ExecutionPlan>,
@@ -159,40 +158,6 @@ impl ExecutionPlan for KeyedScanExec {
     }
 }
 
-/// Replaces a hash join of any input with a keyed catalog scan, on the catalog's key, by a
-/// [`CatalogLookupExec`]. Only where the result is the same: an inner or left join (the
-/// catalog on the right, the side the join probes and emits in its order), no other join
-/// condition, nulls never equal, no fetch, no promised order, and one output partition.
-#[derive(Debug, Default)]
-pub(crate) struct CatalogLookupRule;
-
-impl PhysicalOptimizerRule for CatalogLookupRule {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match CatalogLookupExec::try_from_join(join) {
-                Some(lookup) => Ok(Transformed::yes(Arc::new(lookup) as _)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .map(|t| t.data)
-    }
-
-    fn name(&self) -> &str {
-        "catalog_lookup"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
-
 /// Joins each row of its input with the catalog row of the same key (see the module).
 #[derive(Debug)]
 pub(crate) struct CatalogLookupExec {
@@ -217,7 +182,8 @@ struct Lookup {
 }
 
 impl CatalogLookupExec {
-    fn try_from_join(join: &HashJoinExec) -> Option<Self> {
+    /// The lookup that answers `join` exactly, if there is one: see `rules::catalog_lookup`.
+    pub(crate) fn try_from_join(join: &HashJoinExec) -> Option<Self> {
         let scan = join.right().downcast_ref::<KeyedScanExec>()?;
         let keep_unmatched = match join.join_type() {
             JoinType::Inner => false,
@@ -361,106 +327,10 @@ impl ExecutionPlan for CatalogLookupExec {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::{Field, Schema};
-    use datafusion::arrow::util::pretty::pretty_format_batches;
-    use datafusion::catalog::MemTable;
-    use datafusion::execution::SessionStateBuilder;
-    use datafusion::physical_plan::displayable;
-    use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
-    use crate::federation::CatalogTable;
-
-    fn table(columns: Vec<(&str, ArrayRef)>) -> Arc<MemTable> {
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-                .collect::<Vec<_>>(),
-        ));
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            columns.into_iter().map(|(_, a)| a).collect(),
-        )
-        .unwrap();
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())
-    }
-
-    /// Plays (some of unknown or null tracks) and a catalog keyed by `uri`, joined by
-    /// lookup or not.
-    fn context(lookup: bool) -> SessionContext {
-        let mut state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(1))
-            .with_default_features();
-        if lookup {
-            state = state.with_physical_optimizer_rule(Arc::new(CatalogLookupRule));
-        }
-        let ctx = SessionContext::new_with_state(state.build());
-        let plays = table(vec![
-            (
-                "uri",
-                Arc::new(StringArray::from(vec![
-                    Some("b"),
-                    Some("a"),
-                    Some("zz"),
-                    None,
-                    Some("b"),
-                ])),
-            ),
-            ("n", Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]))),
-        ]);
-        // More tracks than plays, as in the catalog: the join builds on the plays.
-        let tracks = table(vec![
-            (
-                "name",
-                Arc::new(StringArray::from(vec!["A", "B", "C", "D", "E", "F", "G"])),
-            ),
-            (
-                "uri",
-                Arc::new(StringArray::from(vec!["a", "b", "c", "d", "e", "f", "g"])),
-            ),
-        ]);
-        ctx.register_table("plays", plays).unwrap();
-        let keyed = CatalogTable::new(tracks, None, Some("uri".into()));
-        ctx.register_table("tracks", Arc::new(keyed)).unwrap();
-        ctx
-    }
-
-    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let shown = displayable(plan.as_ref()).indent(false).to_string();
-        let batches = df.collect().await.unwrap();
-        (pretty_format_batches(&batches).unwrap().to_string(), shown)
-    }
-
-    #[tokio::test]
-    async fn a_join_on_the_catalog_key_is_a_lookup_with_the_same_rows() {
-        for sql in [
-            "SELECT p.n, t.name FROM plays p JOIN tracks t ON p.uri = t.uri ORDER BY p.n",
-            "SELECT p.n, t.name, t.uri FROM plays p LEFT JOIN tracks t ON p.uri = t.uri \
-             ORDER BY p.n",
-            "SELECT t.name, sum(p.n) AS s FROM plays p JOIN tracks t ON p.uri = t.uri \
-             GROUP BY t.name ORDER BY t.name",
-        ] {
-            let (hashed, _) = run(&context(false), sql).await;
-            let (looked_up, plan) = run(&context(true), sql).await;
-            assert!(plan.contains("CatalogLookupExec"), "{sql}\n{plan}");
-            assert!(!plan.contains("HashJoinExec"), "{sql}\n{plan}");
-            assert_eq!(hashed, looked_up, "{sql}");
-        }
-        // Not on the key, or the catalog is the side kept: a hash join as before.
-        for sql in [
-            "SELECT p.n FROM plays p JOIN tracks t ON p.uri = t.name",
-            "SELECT t.name, p.n FROM tracks t LEFT JOIN plays p ON p.uri = t.uri",
-        ] {
-            let (hashed, _) = run(&context(false), sql).await;
-            let (kept, plan) = run(&context(true), sql).await;
-            assert!(!plan.contains("CatalogLookupExec"), "{sql}\n{plan}");
-            assert_eq!(hashed, kept, "{sql}");
-        }
-    }
 
     #[test]
     fn repeated_keys_are_not_indexed() {
