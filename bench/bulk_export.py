@@ -11,7 +11,9 @@ exporting every event of `--listeners` listeners through ADBC (Arrow batches, co
 the same rows asked of ClickHouse directly in the format Sluice read them in, read off the
 socket to the last byte. The first pass warms caches and is not counted; the medians of the
 rest are printed and written to --out. The 26.9 front is a stand-in transport (Python, one
-query at a time): both sides of that comparison go through it.
+query at a time): both sides of that comparison go through it. Beside each median it
+prints the CPU seconds the ClickHouse server, the gateway and the client (this process) spent
+on each path: on two cores shared by the three, they say where the time goes.
 """
 
 import argparse
@@ -25,7 +27,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests" / "servers"))
-from sluice_bench import ClickHouseHttp, Gateway, export_passes, log, principals, run  # noqa: E402
+from sluice_bench import (  # noqa: E402
+    ClickHouseHttp, Gateway, Process, export_passes, log, principals, run)
 from clickhouse import ClickHouse  # noqa: E402
 from chdb_front import ChdbClickHouse  # noqa: E402
 
@@ -68,17 +71,25 @@ def export(args, tmp, version, server, data):
                      tmp / f"sluice-{version}-{fmt}.log")
         try:
             conn = gw.connect("analyst")
-            med = export_passes(conn, sluice_sql,
-                                lambda: ch.native_bytes(direct_sql + DIRECT_SETTINGS[fmt], WIRE[fmt]), rows, args.passes)
+            med, cpu = export_passes(
+                conn, sluice_sql,
+                lambda: ch.native_bytes(direct_sql + DIRECT_SETTINGS[fmt], WIRE[fmt]), rows,
+                args.passes, cpu={"clickhouse": Process(server.proc.pid), "gateway": gw.stats})
             conn.close()
         finally:
             gw.stop()
         rate = {k: rows / v for k, v in med.items()}
         out["formats"][WIRE[fmt]] = {"seconds_median": med, "rows_per_second": rate,
-                                     "sluice_of_direct": rate["sluice"] / rate["direct"]}
+                                     "sluice_of_direct": rate["sluice"] / rate["direct"],
+                                     "cpu_seconds_median": cpu}
         log(f"{version} {WIRE[fmt]}: {rows:,} rows; Sluice {rate['sluice']:,.0f} rows/s, "
             f"ClickHouse directly {rate['direct']:,.0f} rows/s "
             f"({100 * rate['sluice'] / rate['direct']:.0f}%)")
+        for path in ("sluice", "direct"):
+            c = cpu[path]
+            log(f"  {path:>6}: {med[path]:.3f} s wall; CPU s: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in c.items())
+                + f" (total {sum(c.values()):.3f})")
     return out
 
 

@@ -136,7 +136,7 @@ QUESTIONS = [
             WHERE track_uri = '{c.track}'""",
         lambda c: f"""SELECT min(ts), max(ts), count(*) FROM streams
             WHERE user_id = '{c.user}' AND track_uri = '{c.track}'""",
-        lambda c: "SELECT minMerge(first_ms), maxMerge(last_ms), countMerge(plays) "
+        lambda c: "SELECT minMerge(first_ts), maxMerge(last_ts), countMerge(plays) "
         f"FROM direct.track_first_last_state WHERE user_id = '{c.user}' "
         f"AND track_uri = '{c.track}'",
     ),

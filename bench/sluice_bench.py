@@ -32,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import resource
 import statistics
 import subprocess
 import sys
@@ -584,26 +585,52 @@ def bulk_export(args, gw, ch, users, w):
             "sluice_over_direct": med["clickhouse_native"] / med["sluice"]}
 
 
-def export_passes(conn, sluice_sql, direct, rows, passes):
+def export_passes(conn, sluice_sql, direct, rows, passes, cpu=None):
     """Median seconds of a bulk export through Sluice (`sluice_sql` on `conn`, every batch
     counted) and of the same rows read directly (`direct()`), over `passes` passes after one
-    that warms caches and is not counted."""
+    that warms caches and is not counted. With `cpu` (name -> Process: the ClickHouse server,
+    the gateway), also the median CPU seconds each of them and this client spent on each
+    path, as {"sluice": {...}, "direct": {...}}."""
     times = {"sluice": [], "direct": []}
+    spent = {"sluice": [], "direct": []}
+
+    def cpu_now():
+        if cpu is None:
+            return {}
+        now = {name: p.cpu() for name, p in cpu.items()}
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        now["client"] = me.ru_utime + me.ru_stime
+        return now
+
+    def since(before):
+        return {k: v - before[k] for k, v in cpu_now().items()}
+
     for i in range(passes + 1):
+        c = cpu_now()
         t = time.perf_counter()
         with conn.cursor() as cur:
             cur.execute(sluice_sql)
             got = sum(b.num_rows for b in cur.fetch_record_batch())
         ts = time.perf_counter() - t
+        cs = since(c)
+        c = cpu_now()
         t = time.perf_counter()
         direct()
         td = time.perf_counter() - t
+        cd = since(c)
         if got != rows:
             raise RuntimeError(f"bulk export: Sluice sent {got} rows, ClickHouse holds {rows}")
         if i:
             times["sluice"].append(ts)
             times["direct"].append(td)
-    return {k: statistics.median(v) for k, v in times.items()}
+            spent["sluice"].append(cs)
+            spent["direct"].append(cd)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    if cpu is None:
+        return med
+    cpu_med = {path: {name: statistics.median(p[name] for p in runs) for name in runs[0]}
+               for path, runs in spent.items()}
+    return med, cpu_med
 
 
 def soak_and_allocators(args, tmp, config, data, contexts):

@@ -48,7 +48,7 @@ fi
 step "cargo build (release)"
 cargo build --release --workspace --bins --locked
 
-step "cargo test (unit and end-to-end)"
+step "cargo test (unit, end-to-end, and the connectors against real servers)"
 cargo test --release --workspace --locked
 
 step "Python ADBC client tests"

@@ -105,12 +105,17 @@ impl Dataset {
 
     /// Writes a rollup's rows to [`Self::rollup_file`], whole or not at all (through a
     /// temporary file), so a reader never sees half of one.
-    pub fn write_rollup(&self, table: &str, w_ms: i64, batches: &[RecordBatch]) -> Result<PathBuf> {
+    pub fn write_rollup(
+        &self,
+        table: &str,
+        w_ms: i64,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<PathBuf> {
         let path = self.rollup_file(table, w_ms);
         let dir = path.parent().expect("a rollup file has a folder");
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let partial = path.with_extension("parquet.partial");
-        let schema = crate::table(table).expect("declared rollup").schema();
         write_parquet(&partial, schema, batches)?;
         std::fs::rename(&partial, &path).map_err(io(&path))?;
         Ok(path)

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-/// Errors of reading or writing a dataset.
+/// Errors of reading or writing a dataset, and of a rollup's declaration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("dataset {path}: {source}")]
@@ -22,6 +22,11 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("rollup {table}: {message}")]
+    Rollup {
+        table: &'static str,
+        message: String,
     },
     #[error(
         "{path} is not a Sluice dataset (no {manifest}); create one with `sluice generate --out {path}`"

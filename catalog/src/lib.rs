@@ -16,4 +16,4 @@ pub use model::{
     PLAYS_MONTHLY_GENRE, SCHEMA, STREAMS, TIME_ZONE, TRACK_FIRST_LAST, TRACKS, TableDef, TableKind,
     streams_schema, table, tables, timestamp_type,
 };
-pub use rollups::{CatalogKey, RollupDef, RollupGrain, month_start_ms, rollups};
+pub use rollups::{CatalogKey, RollupDef, RollupGrain, RollupMeasure, month_start_ms, rollups};

@@ -4,6 +4,8 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::rollups::{RollupDef, RollupGrain, RollupMeasure};
+
 /// The one catalog Sluice serves.
 pub const CATALOG: &str = "sluice";
 /// The one schema of [`CATALOG`] holding the data tables.
@@ -112,7 +114,7 @@ pub fn timestamp_type() -> DataType {
 }
 
 static TABLES: LazyLock<Vec<TableDef>> = LazyLock::new(|| {
-    vec![
+    let data = vec![
         TableDef::new(
             STREAMS,
             "Every listening event (one row per play), recent and historical together. \
@@ -236,119 +238,130 @@ static TABLES: LazyLock<Vec<TableDef>> = LazyLock::new(|| {
             vec!["album_uri"],
             vec![fk("artist_uri", ARTISTS, "artist_uri")],
         ),
-        TableDef::new(
-            PLAYS_DAILY,
-            "Rollup of streams before the watermark W: plays and time played per listener, \
-             UTC day and track. Sluice reads it by itself for counts over whole days; query it \
-             directly only for days before W.",
-            TableKind::UserKeyed,
-            vec![
-                col("user_id", DataType::Utf8, false, "The listener."),
-                col(
-                    "day",
-                    timestamp_type(),
-                    false,
-                    "Start of the UTC day (midnight).",
-                ),
-                col(
-                    "track_uri",
-                    DataType::Utf8,
-                    false,
-                    "The track; joins tracks.track_uri.",
-                ),
-                col("plays", DataType::Int64, false, "Plays that day."),
-                col(
-                    "ms_played",
-                    DataType::Int64,
-                    false,
-                    "Milliseconds played that day.",
-                ),
-            ],
-            vec!["user_id", "day", "track_uri"],
-            vec![fk("track_uri", TRACKS, "track_uri")],
-        ),
-        TableDef::new(
-            PLAYS_MONTHLY_ARTIST,
-            "Rollup of streams joined with tracks and artists, before the watermark W: plays \
-             and time played per listener, UTC month and artist. Sluice reads it by itself for \
-             counts by artist or genre over whole months; query it directly only for months \
-             before W.",
-            TableKind::UserKeyed,
-            vec![
-                col("user_id", DataType::Utf8, false, "The listener."),
-                col(
-                    "month",
-                    timestamp_type(),
-                    false,
-                    "Start of the UTC month (midnight of its first day).",
-                ),
-                col(
-                    "artist_uri",
-                    DataType::Utf8,
-                    false,
-                    "The artist of the tracks played; joins artists.artist_uri.",
-                ),
-                col("artist_name", DataType::Utf8, false, "The artist's name."),
-                col("genre", DataType::Utf8, false, "The artist's main genre."),
-                col("plays", DataType::Int64, false, "Plays that month."),
-                col(
-                    "ms_played",
-                    DataType::Int64,
-                    false,
-                    "Milliseconds played that month.",
-                ),
-            ],
-            vec!["user_id", "month", "artist_uri"],
-            vec![fk("artist_uri", ARTISTS, "artist_uri")],
-        ),
-        TableDef::new(
-            PLAYS_MONTHLY_GENRE,
-            "Rollup of streams joined with tracks and artists, before the watermark W: plays \
-             and time played per listener, UTC month and genre. Sluice reads it by itself for \
-             counts by genre over whole months; query it directly only for months before W.",
-            TableKind::UserKeyed,
-            vec![
-                col("user_id", DataType::Utf8, false, "The listener."),
-                col(
-                    "month",
-                    timestamp_type(),
-                    false,
-                    "Start of the UTC month (midnight of its first day).",
-                ),
-                col("genre", DataType::Utf8, false, "The artists' main genre."),
-                col("plays", DataType::Int64, false, "Plays that month."),
-                col(
-                    "ms_played",
-                    DataType::Int64,
-                    false,
-                    "Milliseconds played that month.",
-                ),
-            ],
-            vec!["user_id", "month", "genre"],
-            vec![],
-        ),
-        TableDef::new(
-            TRACK_FIRST_LAST,
-            "Rollup of streams before the watermark W: first and last play and plays per \
-             listener and track. Sluice reads it by itself for whole-history questions.",
-            TableKind::UserKeyed,
-            vec![
-                col("user_id", DataType::Utf8, false, "The listener."),
-                col(
-                    "track_uri",
-                    DataType::Utf8,
-                    false,
-                    "The track; joins tracks.track_uri.",
-                ),
-                col("first_ts", timestamp_type(), false, "First play before W."),
-                col("last_ts", timestamp_type(), false, "Last play before W."),
-                col("plays", DataType::Int64, false, "Plays before W."),
-            ],
-            vec!["user_id", "track_uri"],
-            vec![fk("track_uri", TRACKS, "track_uri")],
-        ),
-    ]
+    ];
+    // The rollups' tables by name, after the data they roll up.
+    let mut rollups: Vec<_> = crate::rollups()
+        .iter()
+        .map(|r| rollup_table(r, &data))
+        .collect();
+    rollups.sort_by_key(|t| t.name);
+    data.into_iter().chain(rollups).collect()
 });
+
+/// The table of a rollup, from its declaration: `user_id`, the period's start, the keys (as
+/// typed and described where they come from, or by the declaration), then the measures.
+/// Its primary key leaves out catalog keys that depend on another kept key (an artist's name
+/// beside its URI); a key that is its table's primary key, or a foreign key of `streams`,
+/// keeps that foreign key.
+pub(crate) fn rollup_table(def: &RollupDef, data: &[TableDef]) -> TableDef {
+    // What a measure covers, per grain: day, month, everything before W.
+    let at = |of: [&'static str; 3]| match def.grain {
+        RollupGrain::Day { .. } => of[0],
+        RollupGrain::Month { .. } => of[1],
+        RollupGrain::AllTime => of[2],
+    };
+    // `data`: the tables rolled up and joined (not `tables()`, which is built from this).
+    let source = |table_name: &str, column: &str| {
+        let t = data.iter().find(|t| t.name == table_name)?;
+        Some((t, t.column(column)?))
+    };
+    let mut columns = vec![col("user_id", DataType::Utf8, false, "The listener.")];
+    let mut primary_key = vec!["user_id"];
+    let mut foreign_keys = Vec::new();
+    match def.grain {
+        RollupGrain::Day { column } => {
+            columns.push(col(
+                column,
+                timestamp_type(),
+                false,
+                "Start of the UTC day (midnight).",
+            ));
+            primary_key.push(column);
+        }
+        RollupGrain::Month { column } => {
+            columns.push(col(
+                column,
+                timestamp_type(),
+                false,
+                "Start of the UTC month (midnight of its first day).",
+            ));
+            primary_key.push(column);
+        }
+        RollupGrain::AllTime => {}
+    }
+    for key in def.keys {
+        let Some((streams, c)) = source(STREAMS, key) else {
+            continue; // refused by `RollupDef::check`
+        };
+        columns.push(col(key, c.data_type.clone(), false, c.description));
+        primary_key.push(key);
+        foreign_keys.extend(
+            streams
+                .foreign_keys
+                .iter()
+                .filter(|f| f.column == *key)
+                .cloned(),
+        );
+    }
+    for key in def.catalog_keys {
+        let Some((from, c)) = source(key.table, key.column) else {
+            continue;
+        };
+        columns.push(col(key.column, c.data_type.clone(), false, key.description));
+        let is_table_key = from.primary_key == [key.column];
+        let depends = def
+            .catalog_keys
+            .iter()
+            .any(|k| k.table == key.table && from.primary_key == [k.column]);
+        if is_table_key || !depends {
+            primary_key.push(key.column);
+        }
+        if is_table_key {
+            foreign_keys.push(fk(key.column, from.name, key.column));
+        }
+    }
+    for (measure, column) in def.measures() {
+        let (data_type, description) = match measure {
+            RollupMeasure::FirstTs => (
+                timestamp_type(),
+                at([
+                    "First play that day.",
+                    "First play that month.",
+                    "First play before W.",
+                ]),
+            ),
+            RollupMeasure::LastTs => (
+                timestamp_type(),
+                at([
+                    "Last play that day.",
+                    "Last play that month.",
+                    "Last play before W.",
+                ]),
+            ),
+            RollupMeasure::Plays => (
+                DataType::Int64,
+                at(["Plays that day.", "Plays that month.", "Plays before W."]),
+            ),
+            RollupMeasure::MsPlayed => (
+                DataType::Int64,
+                at([
+                    "Milliseconds played that day.",
+                    "Milliseconds played that month.",
+                    "Milliseconds played before W.",
+                ]),
+            ),
+        };
+        columns.push(col(column, data_type, false, description));
+    }
+    TableDef::new(
+        def.table,
+        def.description,
+        TableKind::UserKeyed,
+        columns,
+        primary_key,
+        foreign_keys,
+    )
+}
 
 /// Name of the listening-events table.
 pub const STREAMS: &str = "streams";
@@ -421,6 +434,108 @@ mod tests {
         for name in keyed {
             assert!(table(name).unwrap().column("user_id").is_some());
         }
+    }
+
+    /// The rollups' tables as clients have always seen them, now derived from the
+    /// declarations: columns in order with their types, primary and foreign keys.
+    #[test]
+    fn rollup_tables_derive_from_their_declarations() {
+        let shape = |name: &str| {
+            let t = table(name).unwrap();
+            let columns: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.data_type))
+                .collect();
+            let fks: Vec<String> = t
+                .foreign_keys
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}->{}.{}",
+                        f.column, f.references_table, f.references_column
+                    )
+                })
+                .collect();
+            (columns.join(", "), t.primary_key.join(", "), fks.join(", "))
+        };
+        let ts = "Timestamp(ms, \"UTC\")";
+        assert_eq!(
+            shape(PLAYS_DAILY),
+            (
+                format!("user_id Utf8, day {ts}, track_uri Utf8, plays Int64, ms_played Int64"),
+                "user_id, day, track_uri".into(),
+                "track_uri->tracks.track_uri".into()
+            )
+        );
+        assert_eq!(
+            shape(TRACK_FIRST_LAST),
+            (
+                format!("user_id Utf8, track_uri Utf8, first_ts {ts}, last_ts {ts}, plays Int64"),
+                "user_id, track_uri".into(),
+                "track_uri->tracks.track_uri".into()
+            )
+        );
+        assert_eq!(
+            shape(PLAYS_MONTHLY_ARTIST),
+            (
+                format!(
+                    "user_id Utf8, month {ts}, artist_uri Utf8, artist_name Utf8, genre Utf8, \
+                     plays Int64, ms_played Int64"
+                ),
+                "user_id, month, artist_uri".into(),
+                "artist_uri->artists.artist_uri".into()
+            )
+        );
+        assert_eq!(
+            shape(PLAYS_MONTHLY_GENRE),
+            (
+                format!("user_id Utf8, month {ts}, genre Utf8, plays Int64, ms_played Int64"),
+                "user_id, month, genre".into(),
+                String::new()
+            )
+        );
+        let plays = table(PLAYS_MONTHLY_GENRE).unwrap().column("plays").unwrap();
+        assert_eq!(plays.description, "Plays that month.");
+        let first = table(TRACK_FIRST_LAST).unwrap().column("first_ts").unwrap();
+        assert_eq!(first.description, "First play before W.");
+    }
+
+    #[test]
+    fn a_rollup_no_store_can_build_is_refused_by_name() {
+        for r in crate::rollups() {
+            r.check().unwrap();
+        }
+        let base = crate::rollups()[3].clone();
+        let refused = |def: crate::RollupDef| def.check().unwrap_err().to_string();
+        assert_eq!(
+            refused(crate::RollupDef {
+                keys: &["ts"],
+                ..base.clone()
+            }),
+            "rollup plays_daily: streams.ts is not a text column to group by"
+        );
+        assert_eq!(
+            refused(crate::RollupDef {
+                table: TRACKS,
+                ..base.clone()
+            }),
+            "rollup tracks: the name of a table Sluice already serves"
+        );
+        assert_eq!(
+            refused(crate::RollupDef {
+                ms_played: Some("plays"),
+                ..base.clone()
+            }),
+            "rollup plays_daily: two columns named plays"
+        );
+        assert_eq!(
+            refused(crate::RollupDef {
+                joins: &[ARTISTS],
+                ..base
+            }),
+            "rollup plays_daily: joins start with tracks"
+        );
     }
 
     #[test]

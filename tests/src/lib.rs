@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: generates a dataset with the real `sluice` binary,
 //! spawns `sluice serve` on a free loopback port, and stops exactly that process at the
-//! end. [`SluiceServer::start`] is the entry point.
+//! end. [`SluiceServer::start`] is the entry point; [`PrivateClickHouse`] is a real ClickHouse
+//! for the tests that need one.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,19 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
+/// A small demo dataset (3 listeners, 2 years, `artists` artists) written by `sluice generate`.
+pub fn generate(out: &Path, artists: u32) {
+    let status = Command::new(sluice_bin())
+        .args(["generate", "--users", "3", "--years", "2", "--artists"])
+        .arg(artists.to_string())
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run sluice generate");
+    assert!(status.success(), "sluice generate failed");
+}
+
 /// A running `sluice serve` over a freshly generated dataset.
 #[derive(Debug)]
 pub struct SluiceServer {
@@ -40,22 +54,7 @@ impl SluiceServer {
     pub fn start() -> Self {
         let data = tempfile::tempdir().expect("temporary folder");
         let out = data.path().join("data");
-        let status = Command::new(sluice_bin())
-            .args([
-                "generate",
-                "--users",
-                "3",
-                "--years",
-                "2",
-                "--artists",
-                "50",
-                "--out",
-            ])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run sluice generate");
-        assert!(status.success(), "sluice generate failed");
+        generate(&out, 50);
         let mut child = Command::new(sluice_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(&out)
@@ -92,6 +91,52 @@ impl Drop for SluiceServer {
     fn drop(&mut self) {
         // Stop exactly the process we started, by its id.
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private ClickHouse (Debian's `clickhouse-server`, started by `tests/servers/clickhouse.py`
+/// on free loopback ports with its data in a temporary folder), stopped by process id.
+#[derive(Debug)]
+pub struct PrivateClickHouse {
+    child: Child,
+    /// Its HTTP interface.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateClickHouse {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/clickhouse.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the ClickHouse helper");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the helper prints the server's URL");
+        assert!(
+            line.starts_with("http://"),
+            "clickhouse-server did not start (tests/run.sh installs it): {line:?}"
+        );
+        Self {
+            child,
+            url: line.trim().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        // SIGTERM to the helper, which stops its server and waits for it.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -6,6 +6,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::not_impl_err;
 use datafusion::error::Result;
+use sluice_catalog::RollupDef;
 
 /// One branch of `streams`: a store of listening events with the logical `streams` schema
 /// ([`sluice_catalog::streams_schema`]).
@@ -65,6 +66,7 @@ pub struct Sources {
     /// Copies of entity tables kept in the cold store's engine, by the same names: the
     /// planner joins there when the other side of the join lives there and is large.
     pub remote_entities: Vec<(String, Arc<dyn TableProvider>)>,
-    /// Rollups of `streams` queryable by name (user-keyed: listeners see their own rows).
-    pub rollups: Vec<(String, Arc<dyn TableProvider>)>,
+    /// Rollups of `streams`, each with its declaration, queryable by name (user-keyed:
+    /// listeners see their own rows) and tried in this order (fewest rows first).
+    pub rollups: Vec<(&'static RollupDef, Arc<dyn TableProvider>)>,
 }

@@ -46,6 +46,9 @@ pub enum Error {
     NoCatalog { endpoint: String, table: String },
     #[error("ClickHouse at {endpoint}: {message}")]
     Unexpected { endpoint: String, message: String },
+    /// A declared rollup no store can build.
+    #[error("ClickHouse: {0}")]
+    Rollup(#[from] sluice_catalog::Error),
 }
 
 impl Error {
@@ -61,7 +64,8 @@ impl Error {
             | Error::Decode { .. }
             | Error::DuplicateKey { .. }
             | Error::NoCatalog { .. }
-            | Error::Unexpected { .. } => false,
+            | Error::Unexpected { .. }
+            | Error::Rollup(_) => false,
         }
     }
 }

@@ -21,81 +21,27 @@
 //! - `sluice_watermark`: the loader's record of `W` (the cold store holds every event before it).
 //!
 //! The rollup views re-aggregate (`sum`, `minMerge`, ...) on every read: background merges are
-//! eventual, so stored rows may still be split.
+//! eventual, so stored rows may still be split. The rollups' tables, views and materialized
+//! views are derived from their declarations ([`sluice_catalog::RollupDef`]), never written
+//! by hand: `tests/golden/clickhouse/schema.sql` shows what the built-in ones become.
+
+use sluice_catalog::{ForeignKey, RollupDef, RollupGrain, RollupMeasure, TRACKS};
 
 /// The raw table of events.
 pub const STREAMS_TABLE: &str = "streams";
 /// Where the loader records `W`.
 pub const WATERMARK_TABLE: &str = "sluice_watermark";
 
-/// `CREATE ... IF NOT EXISTS` statements, in order (tables before the views that read them).
-pub fn create_statements(database: &str) -> Vec<String> {
+/// `CREATE ... IF NOT EXISTS` statements, in order (tables before the views that read them):
+/// the raw and catalog tables, then each of `rollups` as [`rollup_statements`] derives it.
+pub fn create_statements(database: &str, rollups: &[RollupDef]) -> Vec<String> {
     let db = quote(database);
-    // A day as the ms of its start (UTC), like every time Sluice keeps in ClickHouse: no
-    // `Date`, whose range starts in 1970 on 18.16.
-    let day = "intDiv(timestamp_ms, 86400000) * 86400000";
-    let monthly = |name: &str, keys: &str| {
-        [
-            format!(
-                "CREATE TABLE IF NOT EXISTS {db}.{name}_state (user_id String, month UInt64, \
-                 {}, plays UInt64, ms_played UInt64\
-                 ) ENGINE = SummingMergeTree() ORDER BY (user_id, month, {keys})",
-                keys.split(", ")
-                    .map(|k| format!("{k} String"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name}_mv TO {db}.{name}_state AS {}",
-                monthly_select(&db, keys)
-            ),
-            format!(
-                "CREATE VIEW IF NOT EXISTS {db}.{name} AS \
-                 SELECT user_id, month, {keys}, sum(plays) AS plays, sum(ms_played) AS ms_played \
-                 FROM {db}.{name}_state GROUP BY user_id, month, {keys}"
-            ),
-        ]
-    };
     let mut statements = vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.streams (\
              user_id String, track_uri String, timestamp_ms UInt64, ms_played UInt32\
              ) ENGINE = MergeTree() ORDER BY (user_id, timestamp_ms)"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.plays_daily_state (\
-             user_id String, day UInt64, track_uri String, plays UInt64, ms_played UInt64\
-             ) ENGINE = SummingMergeTree() ORDER BY (user_id, day, track_uri)"
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.plays_daily_mv TO {db}.plays_daily_state AS \
-             SELECT user_id, {day} AS day, track_uri, count() AS plays, sum(ms_played) AS ms_played \
-             FROM {db}.streams GROUP BY user_id, day, track_uri"
-        ),
-        format!(
-            "CREATE VIEW IF NOT EXISTS {db}.plays_daily AS \
-             SELECT user_id, day, track_uri, sum(plays) AS plays, sum(ms_played) AS ms_played \
-             FROM {db}.plays_daily_state GROUP BY user_id, day, track_uri"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.track_first_last_state (\
-             user_id String, track_uri String, \
-             first_ms AggregateFunction(min, UInt64), last_ms AggregateFunction(max, UInt64), \
-             plays AggregateFunction(count)\
-             ) ENGINE = AggregatingMergeTree() ORDER BY (user_id, track_uri)"
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.track_first_last_mv TO {db}.track_first_last_state AS \
-             SELECT user_id, track_uri, minState(timestamp_ms) AS first_ms, \
-             maxState(timestamp_ms) AS last_ms, countState() AS plays \
-             FROM {db}.streams GROUP BY user_id, track_uri"
-        ),
-        format!(
-            "CREATE VIEW IF NOT EXISTS {db}.track_first_last AS \
-             SELECT user_id, track_uri, minMerge(first_ms) AS first_ts, maxMerge(last_ms) AS last_ts, \
-             countMerge(plays) AS plays \
-             FROM {db}.track_first_last_state GROUP BY user_id, track_uri"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.tracks (\
@@ -120,57 +66,219 @@ pub fn create_statements(database: &str) -> Vec<String> {
              ) ENGINE = MergeTree() ORDER BY w_ms"
         ),
     ];
-    for (name, keys) in monthly_by_catalog() {
-        statements.extend(monthly(name, &keys));
+    for rollup in rollups {
+        statements.extend(rollup_statements(&db, rollup));
     }
     statements
 }
 
-/// The rollups declared with joins to the catalog ([`sluice_catalog::rollups`]; all are
-/// monthly, through tracks and artists, as [`monthly_select`] builds them): name and catalog
-/// keys, as a column list.
-fn monthly_by_catalog() -> impl Iterator<Item = (&'static str, String)> {
-    sluice_catalog::rollups()
+/// What ClickHouse keeps for one rollup, from its declaration alone:
+///
+/// - `<table>_state`: a `SummingMergeTree` when every measure is a sum (plays, time played),
+///   else an `AggregatingMergeTree` of aggregate states; ordered by listener, period, keys;
+/// - `<table>_mv`: the materialized view that groups each inserted block of events into it;
+/// - `<table>`: the view that merges the state rows, with the columns of the table clients
+///   see ([`RollupDef::table_def`]), in its order.
+fn rollup_statements(db: &str, rollup: &RollupDef) -> [String; 3] {
+    let name = rollup.table;
+    let summing = rollup
+        .measures()
+        .all(|(m, _)| matches!(m, RollupMeasure::Plays | RollupMeasure::MsPlayed));
+    let keys = group_columns(rollup);
+    let mut state_columns: Vec<String> = keys
         .iter()
-        .filter(|r| !r.joins.is_empty())
-        .map(|r| {
-            let keys: Vec<&str> = r.catalog_keys.iter().map(|k| k.column).collect();
-            (r.table, keys.join(", "))
+        .map(|k| match rollup.grain.column() {
+            Some(period) if period == *k => format!("{k} UInt64"),
+            _ => format!("{k} String"),
         })
+        .collect();
+    let mut merged: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    for (measure, column) in rollup.measures() {
+        let (state_type, merge) = match (measure, summing) {
+            (_, true) => ("UInt64", "sum"),
+            (RollupMeasure::FirstTs, false) => ("AggregateFunction(min, UInt64)", "minMerge"),
+            (RollupMeasure::LastTs, false) => ("AggregateFunction(max, UInt64)", "maxMerge"),
+            (RollupMeasure::Plays, false) => ("AggregateFunction(count)", "countMerge"),
+            (RollupMeasure::MsPlayed, false) => ("AggregateFunction(sum, UInt32)", "sumMerge"),
+        };
+        state_columns.push(format!("{column} {state_type}"));
+        merged.push(format!("{merge}({column}) AS {column}"));
+    }
+    let engine = if summing {
+        "SummingMergeTree"
+    } else {
+        "AggregatingMergeTree"
+    };
+    let keys = keys.join(", ");
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{name}_state ({}) ENGINE = {engine}() ORDER BY ({keys})",
+            state_columns.join(", ")
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name}_mv TO {db}.{name}_state AS {}",
+            rollup_select(db, rollup)
+        ),
+        format!(
+            "CREATE VIEW IF NOT EXISTS {db}.{name} AS SELECT {} FROM {db}.{name}_state \
+             GROUP BY {keys}",
+            merged.join(", ")
+        ),
+    ]
 }
 
-/// What the materialized view of a monthly rollup by catalog keys inserts for a block of
-/// events.
+/// A rollup's group columns: `user_id`, the period's, the keys.
+fn group_columns(rollup: &RollupDef) -> Vec<&'static str> {
+    std::iter::once("user_id")
+        .chain(rollup.grain.column())
+        .chain(rollup.key_columns().map(|(_, c)| c))
+        .collect()
+}
+
+/// What the materialized view of a rollup inserts for a block of events (and its backfill
+/// for the events already held).
 ///
-/// The joins are `ALL INNER JOIN` with an aliased subquery, which means the same on 18.16 and
-/// on current releases: every event meets the one catalog row of its key (the load checks
-/// the copy's keys are unique). `ANY INNER JOIN` does not: since 20.x it keeps one row per
-/// key on *both* sides, so a rollup would count each track once instead of each play.
-/// Current releases also refuse a joined subquery without an alias. 18.16 takes one JOIN
-/// per SELECT: tracks with artists in a subquery. The events are the left side, so each
+/// Periods are the ms of their UTC start, like every time Sluice keeps in ClickHouse: no
+/// `Date`, whose range starts in 1970 on 18.16.
+///
+/// A rollup by catalog keys joins the events with the catalog copy through `ALL INNER JOIN`s
+/// of aliased subqueries, which mean the same on 18.16 and on current releases: every event
+/// meets the one catalog row of its key (the load checks the copy's keys are unique).
+/// `ANY INNER JOIN` does not: since 20.x it keeps one row per key on *both* sides, so a
+/// rollup would count each track once instead of each play. Current releases also refuse a
+/// joined subquery without an alias. 18.16 takes one JOIN per SELECT, so each catalog table
+/// joined beyond `tracks` is a level of subquery. The events are the left side, so each
 /// inserted block triggers the view.
-fn monthly_select(db: &str, keys: &str) -> String {
-    let month = "toUInt64(toDateTime(toStartOfMonth(toDateTime(intDiv(timestamp_ms, 1000), \
-                 'UTC')), 'UTC')) * 1000";
+fn rollup_select(db: &str, rollup: &RollupDef) -> String {
+    let period = match rollup.grain {
+        RollupGrain::Day { column } => Some(format!(
+            "intDiv(timestamp_ms, 86400000) * 86400000 AS {column}"
+        )),
+        RollupGrain::Month { column } => Some(format!(
+            "toUInt64(toDateTime(toStartOfMonth(toDateTime(intDiv(timestamp_ms, 1000), \
+             'UTC')), 'UTC')) * 1000 AS {column}"
+        )),
+        RollupGrain::AllTime => None,
+    };
+    let summing = rollup
+        .measures()
+        .all(|(m, _)| matches!(m, RollupMeasure::Plays | RollupMeasure::MsPlayed));
+    let measures = rollup.measures().map(|(measure, column)| {
+        let f = match (measure, summing) {
+            (RollupMeasure::Plays, true) => "count()",
+            (RollupMeasure::MsPlayed, true) => "sum(ms_played)",
+            (RollupMeasure::FirstTs, _) => "minState(timestamp_ms)",
+            (RollupMeasure::LastTs, _) => "maxState(timestamp_ms)",
+            (RollupMeasure::Plays, false) => "countState()",
+            (RollupMeasure::MsPlayed, false) => "sumState(ms_played)",
+        };
+        format!("{f} AS {column}")
+    });
+    let columns: Vec<String> = std::iter::once("user_id".to_string())
+        .chain(period)
+        .chain(rollup.key_columns().map(|(_, c)| c.to_string()))
+        .chain(measures)
+        .collect();
+    let join = if rollup.joins.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ALL INNER JOIN {} AS catalog_tracks USING (track_uri)",
+            catalog_subquery(db, rollup)
+        )
+    };
     format!(
-        "SELECT user_id, {month} AS month, {keys}, count() AS plays, \
-         sum(ms_played) AS ms_played FROM {db}.streams ALL INNER JOIN \
-         (SELECT track_uri, artist_uri, artist_name, genre FROM {db}.tracks ALL INNER JOIN \
-         (SELECT artist_uri, artist_name, genre FROM {db}.artists) AS catalog_artists \
-         USING (artist_uri)) AS catalog_tracks \
-         USING (track_uri) GROUP BY user_id, month, {keys}"
+        "SELECT {} FROM {db}.{STREAMS_TABLE}{join} GROUP BY {}",
+        columns.join(", "),
+        group_columns(rollup).join(", ")
     )
 }
 
-/// For each rollup fed through a join with the catalog copy: its table and the statement
-/// that fills it from the events already held. A database loaded before the rollup existed
-/// (or with its catalog copy loaded after its events) holds events the view never saw.
-pub(crate) fn backfill_statements(database: &str) -> Vec<(String, String)> {
+/// `tracks` with the catalog columns a rollup keeps, joined along the foreign keys of
+/// `tracks` with each other table the rollup declares (checked by [`RollupDef::check`]):
+/// `(SELECT track_uri, <keys> FROM tracks ALL INNER JOIN (SELECT <key>, <keys> FROM artists)
+/// AS catalog_artists USING (artist_uri))`, one level per table.
+fn catalog_subquery(db: &str, rollup: &RollupDef) -> String {
+    let tracks = sluice_catalog::table(TRACKS).expect("declared");
+    let others: Vec<(&str, &ForeignKey)> = rollup
+        .joins
+        .iter()
+        .filter(|t| **t != TRACKS)
+        .filter_map(|t| {
+            let fk = tracks
+                .foreign_keys
+                .iter()
+                .find(|k| k.references_table == *t)?;
+            Some((*t, fk))
+        })
+        .collect();
+    let keys_of = |table: &str| -> Vec<&str> {
+        rollup
+            .catalog_keys
+            .iter()
+            .filter(|k| k.table == table)
+            .map(|k| k.column)
+            .collect()
+    };
+    // What a level must pass on: the track, the keys read so far, the columns later levels
+    // join on.
+    let carried = |level: usize| -> Vec<&str> {
+        let mut out = vec!["track_uri"];
+        out.extend(keys_of(TRACKS));
+        for (t, _) in &others[..level] {
+            out.extend(keys_of(t));
+        }
+        out.extend(others[level..].iter().map(|(_, fk)| fk.column));
+        let mut seen = Vec::new();
+        out.retain(|c| {
+            let new = !seen.contains(c);
+            seen.push(*c);
+            new
+        });
+        out
+    };
+    let mut from = format!("{db}.{TRACKS}");
+    for (level, (table, fk)) in others.iter().enumerate() {
+        let mut picked = vec![if fk.references_column == fk.column {
+            fk.column.to_string()
+        } else {
+            format!("{} AS {}", fk.references_column, fk.column)
+        }];
+        picked.extend(
+            keys_of(table)
+                .into_iter()
+                .filter(|k| *k != fk.references_column)
+                .map(str::to_string),
+        );
+        let select = format!(
+            "SELECT {} FROM {from} ALL INNER JOIN (SELECT {} FROM {db}.{table}) AS catalog_{table} \
+             USING ({})",
+            carried(level + 1).join(", "),
+            picked.join(", "),
+            fk.column
+        );
+        from = if level + 1 == others.len() {
+            format!("({select})")
+        } else {
+            format!("({select}) AS catalog_tracks_{level}")
+        };
+    }
+    if others.is_empty() {
+        from = format!("(SELECT {} FROM {from})", carried(0).join(", "));
+    }
+    from
+}
+
+/// For each rollup: its state table and the statement that fills it from the events already
+/// held. A database loaded before the rollup existed (or, for one fed through the catalog
+/// copy, with the copy loaded after its events) holds events its view never saw.
+pub(crate) fn backfill_statements(database: &str, rollups: &[RollupDef]) -> Vec<(String, String)> {
     let db = quote(database);
-    monthly_by_catalog()
-        .map(|(name, keys)| {
-            let state = format!("{name}_state");
-            let sql = format!("INSERT INTO {db}.{state} {}", monthly_select(&db, &keys));
+    rollups
+        .iter()
+        .map(|r| {
+            let state = format!("{}_state", r.table);
+            let sql = format!("INSERT INTO {db}.{state} {}", rollup_select(&db, r));
             (state, sql)
         })
         .collect()
@@ -179,4 +287,69 @@ pub(crate) fn backfill_statements(database: &str) -> Vec<(String, String)> {
 /// A double-quoted identifier.
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_catalog::{ALBUMS, ARTISTS, CatalogKey, RollupDef, RollupGrain, TRACKS};
+
+    use super::*;
+
+    /// What `sluice clickhouse init` sends, reviewed as a file (`SLUICE_BLESS=1` rewrites it):
+    /// the built-in rollups, and one declared with two catalog tables beyond `tracks` and
+    /// aggregate states.
+    #[test]
+    fn the_ddl_is_derived_from_the_declarations() {
+        static DECLARED: [RollupDef; 1] = [RollupDef {
+            table: "album_artist_first_last",
+            description: "First and last play per listener, album and artist.",
+            grain: RollupGrain::AllTime,
+            keys: &["track_uri"],
+            joins: &[TRACKS, ARTISTS, ALBUMS],
+            catalog_keys: &[
+                CatalogKey {
+                    table: ALBUMS,
+                    column: "album_name",
+                    description: "The album's title.",
+                },
+                CatalogKey {
+                    table: ARTISTS,
+                    column: "genre",
+                    description: "The artist's genre.",
+                },
+            ],
+            plays: "plays",
+            ms_played: Some("ms_played"),
+            first_ts: Some("first_ts"),
+            last_ts: Some("last_ts"),
+        }];
+        DECLARED[0].check().unwrap();
+        for (name, rollups) in [
+            ("schema.sql", sluice_catalog::rollups()),
+            ("declared.sql", &DECLARED[..]),
+        ] {
+            let mut got = String::new();
+            for sql in create_statements("sluice", rollups) {
+                got.push_str(&sql);
+                got.push_str(";\n\n");
+            }
+            for (state, sql) in backfill_statements("sluice", rollups) {
+                got.push_str(&format!("-- backfill {state}\n{sql};\n\n"));
+            }
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/golden/schema")
+                .join(name);
+            if std::env::var_os("SLUICE_BLESS").is_some() {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+                panic!("{} is missing: SLUICE_BLESS=1 writes it", path.display())
+            });
+            assert_eq!(
+                got, want,
+                "{name} changed: SLUICE_BLESS=1 rewrites it; review the diff"
+            );
+        }
+    }
 }

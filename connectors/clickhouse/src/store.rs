@@ -13,7 +13,7 @@ use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::common::{Result as DfResult, exec_datafusion_err};
 use datafusion_federation::FederatedTableProviderAdaptor;
 use datafusion_federation::sql::{RemoteTableRef, SQLFederationProvider, SQLTableSource};
-use sluice_catalog::{ALBUMS, ARTISTS, TRACKS, timestamp_type};
+use sluice_catalog::{ALBUMS, ARTISTS, RollupDef, TRACKS, timestamp_type};
 use sluice_connector_api::{EventSource, Watermark};
 use tracing::{info, warn};
 
@@ -80,10 +80,15 @@ impl ClickHouseColdStore {
         &self.client
     }
 
-    /// The rollups declared in [`sluice_catalog::rollups`], by name (what ClickHouse keeps
-    /// for each: [`crate::create_statements`]).
-    pub fn rollup_tables(&self) -> Vec<(String, Arc<dyn TableProvider>)> {
-        self.tables(sluice_catalog::rollups().iter().map(|r| r.table))
+    /// The tables of `rollups` (what ClickHouse keeps for each: [`crate::create_statements`]).
+    pub fn rollup_tables(
+        &self,
+        rollups: &'static [RollupDef],
+    ) -> Vec<(&'static RollupDef, Arc<dyn TableProvider>)> {
+        rollups
+            .iter()
+            .map(|r| (r, table(&self.provider, r.table, r.table_def().schema())))
+            .collect()
     }
 
     /// The catalog copy in ClickHouse (`tracks`, `artists`; see [`CATALOG_COPY`]), for joins
@@ -105,19 +110,22 @@ impl ClickHouseColdStore {
             .collect()
     }
 
-    /// Creates the database and every table and view, if missing, then fills any rollup fed
-    /// through the catalog copy that is empty while events are held (a database loaded
-    /// before that rollup existed). Run it while nothing loads.
-    pub async fn init(&self) -> Result<()> {
+    /// Creates the database and every table and view, with those of `rollups`, if missing,
+    /// then fills any rollup that is empty while events are held (a database loaded before
+    /// that rollup existed). Run it while nothing loads.
+    pub async fn init(&self, rollups: &[RollupDef]) -> Result<()> {
+        for rollup in rollups {
+            rollup.check()?;
+        }
         let database = &self.client.config().database;
-        for sql in create_statements(database) {
+        for sql in create_statements(database, rollups) {
             self.client.execute(&sql, false).await?;
         }
         let (events, _) = self.event_count().await?;
         if events == 0 {
             return Ok(());
         }
-        for (state, sql) in backfill_statements(database) {
+        for (state, sql) in backfill_statements(database, rollups) {
             let held = self
                 .client
                 .text(&format!("SELECT count() FROM {state}"), "count rollup rows")

@@ -3,8 +3,6 @@
 //! types of every ClickHouse type the schema uses, a clear error for one it cannot map,
 //! a time limit, and an abandoned result killing its query on the server.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,51 +13,7 @@ use datafusion::arrow::datatypes::{
 };
 use futures::StreamExt;
 use sluice_connector_clickhouse::{ClickHouseClient, ClickHouseConfig};
-
-struct PrivateClickHouse {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateClickHouse {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temporary folder");
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/servers/clickhouse.py"
-        );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the ClickHouse helper");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the helper prints the server's URL");
-        assert!(
-            line.starts_with("http://"),
-            "clickhouse-server did not start (tests/run.sh installs it): {line:?}"
-        );
-        Self {
-            child,
-            url: line.trim().to_string(),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for PrivateClickHouse {
-    fn drop(&mut self) {
-        // SIGTERM to the helper, which stops its server and waits for it.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
+use sluice_tests::PrivateClickHouse;
 
 async fn client(server: &PrivateClickHouse, timeout_ms: u64) -> ClickHouseClient {
     let mut config = ClickHouseConfig::new(&server.url);

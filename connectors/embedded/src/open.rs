@@ -7,7 +7,7 @@ use datafusion::arrow::array::{RecordBatch, Scalar, TimestampMillisecondArray};
 use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::gt_eq};
 use datafusion::catalog::{MemTable, TableProvider};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sluice_catalog::{ALBUMS, ARTISTS, Dataset, TIME_ZONE, TRACKS};
+use sluice_catalog::{ALBUMS, ARTISTS, Dataset, RollupDef, TIME_ZONE, TRACKS};
 use sluice_connector_api::{FixedWatermark, Sources};
 use tracing::info;
 
@@ -22,11 +22,16 @@ pub struct EmbeddedConfig {
     /// Days before the dataset's end that the hot store holds: `W` is midnight UTC of
     /// `end - hot_days`.
     pub hot_days: u32,
+    /// The rollups to build and serve (Sluice's own: [`sluice_catalog::rollups`]).
+    pub rollups: &'static [RollupDef],
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        Self { hot_days: 7 }
+        Self {
+            hot_days: 7,
+            rollups: sluice_catalog::rollups(),
+        }
     }
 }
 
@@ -47,7 +52,7 @@ impl EmbeddedSources {
         let hot = hot_window(dataset, watermark_ms)?;
         let cold = ParquetColdStore::open(dataset)?;
         let entities = entity_tables(dataset)?;
-        let rollups = rollup_tables(dataset, watermark_ms)?;
+        let rollups = rollup_tables(dataset, watermark_ms, config.rollups)?;
         info!(
             dataset = %dataset.root().display(),
             hot_events = hot.len(),

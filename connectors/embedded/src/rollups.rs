@@ -1,7 +1,7 @@
-//! The embedded default's rollups ([`sluice_catalog::rollups`]): built from the dataset's
-//! events before `W` on first use (those joined with the catalog through the dataset's own
-//! catalog files), kept as Parquet next to the dataset (`rollups/w<W>/<table>.parquet`) and
-//! read like the cold store.
+//! The embedded default's rollups: each declared [`RollupDef`] built from the dataset's events
+//! before `W` on first use (those joined with the catalog through the dataset's own catalog
+//! files), kept as Parquet next to the dataset (`rollups/w<W>/<table>.parquet`) and read like
+//! the cold store. Nothing here names a rollup: the groupings come from the declarations.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,8 +12,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use datafusion::catalog::TableProvider;
 use sluice_catalog::{
-    Dataset, PLAYS_DAILY, RollupDef, RollupGrain, TIME_ZONE, TRACK_FIRST_LAST, TRACKS,
-    month_start_ms,
+    Dataset, RollupDef, RollupGrain, RollupMeasure, STREAMS, TIME_ZONE, TRACKS, month_start_ms,
 };
 use tracing::info;
 
@@ -42,49 +41,88 @@ impl Measures {
         }
     }
 
-    fn add(&mut self, ts: i64, ms: i64) {
-        self.plays += 1;
-        self.ms_played += ms;
-        self.first = self.first.min(ts);
-        self.last = self.last.max(ts);
+    fn merge(&mut self, other: &Self) {
+        self.plays += other.plays;
+        self.ms_played += other.ms_played;
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+    }
+
+    fn get(&self, measure: RollupMeasure) -> i64 {
+        match measure {
+            RollupMeasure::FirstTs => self.first,
+            RollupMeasure::LastTs => self.last,
+            RollupMeasure::Plays => self.plays,
+            RollupMeasure::MsPlayed => self.ms_played,
+        }
     }
 }
 
-/// The rollup tables of `dataset` at `w_ms`, by name, built if missing.
+/// The tables of `rollups` over `dataset` at `w_ms`, built if missing.
 pub fn rollup_tables(
     dataset: &Dataset,
     w_ms: i64,
-) -> Result<Vec<(String, Arc<dyn TableProvider>)>> {
-    let missing = sluice_catalog::rollups()
+    rollups: &'static [RollupDef],
+) -> Result<Vec<(&'static RollupDef, Arc<dyn TableProvider>)>> {
+    for rollup in rollups {
+        rollup.check()?;
+    }
+    let missing = rollups
         .iter()
         .any(|r| !dataset.rollup_file(r.table, w_ms).exists());
     if missing {
-        build(dataset, w_ms)?;
+        build(dataset, w_ms, rollups)?;
     }
-    sluice_catalog::rollups()
+    rollups
         .iter()
         .map(|r| {
-            let schema = sluice_catalog::table(r.table).expect("declared").schema();
-            let table = parquet_table(&dataset.rollup_file(r.table, w_ms), schema)?;
-            Ok((r.table.to_string(), table))
+            let table = parquet_table(&dataset.rollup_file(r.table, w_ms), r.table_def().schema())?;
+            Ok((r, table))
         })
         .collect()
 }
 
-/// Groups the events before `w_ms` by every rollup's keys and writes the files.
-fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
-    let mut names: HashMap<String, u32> = HashMap::new();
-    let mut by_day: HashMap<(u32, i64, u32), Measures> = HashMap::new();
-    let mut by_track: HashMap<(u32, u32), Measures> = HashMap::new();
-    let mut by_month: HashMap<(u32, i64, u32), Measures> = HashMap::new();
-    let intern = |names: &mut HashMap<String, u32>, s: &str| -> u32 {
-        if let Some(&id) = names.get(s) {
+/// Text interned as numbers, so groups are keyed by small copies.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+}
+
+impl Names {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
             return id;
         }
-        let id = names.len() as u32;
-        names.insert(s.to_string(), id);
+        let id = self.ids.len() as u32;
+        self.ids.insert(s.to_string(), id);
         id
-    };
+    }
+
+    /// Each id's text, and each id's rank in the text's order (so rows sort by text).
+    fn finish(self) -> (Vec<String>, Vec<u32>) {
+        let mut text = vec![String::new(); self.ids.len()];
+        for (s, id) in self.ids {
+            text[id as usize] = s;
+        }
+        let mut order: Vec<u32> = (0..text.len() as u32).collect();
+        order.sort_by(|a, b| text[*a as usize].cmp(&text[*b as usize]));
+        let mut rank = vec![0u32; text.len()];
+        for (r, id) in order.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        (text, rank)
+    }
+}
+
+/// Events grouped by listener, UTC day and track: every declared rollup is a regrouping of
+/// these (its period is a day, a month or all time, its keys are the track's or follow
+/// from it through the catalog).
+type ByDay = HashMap<(u32, i64, u32), Measures>;
+
+/// Groups the events before `w_ms` by each rollup's keys and writes the files.
+fn build(dataset: &Dataset, w_ms: i64, rollups: &[RollupDef]) -> Result<()> {
+    let mut names = Names::default();
+    let mut by_day = ByDay::new();
     events_since(dataset, i64::MIN, |batch| {
         let users = batch.column(0).as_string::<i32>();
         let tracks = batch.column(1).as_string::<i32>();
@@ -95,62 +133,25 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
             if t >= w_ms {
                 continue;
             }
-            let (u, k, m) = (
-                intern(&mut names, users.value(i)),
-                intern(&mut names, tracks.value(i)),
-                ms.value(i),
+            let key = (
+                names.id(users.value(i)),
+                t.div_euclid(DAY_MS) * DAY_MS,
+                names.id(tracks.value(i)),
             );
-            by_day
-                .entry((u, t.div_euclid(DAY_MS) * DAY_MS, k))
-                .and_modify(|g| g.add(t, m))
-                .or_insert(Measures::new(t, m));
-            by_track
-                .entry((u, k))
-                .and_modify(|g| g.add(t, m))
-                .or_insert(Measures::new(t, m));
-            by_month
-                .entry((u, month_start_ms(t), k))
-                .and_modify(|g| g.add(t, m))
-                .or_insert(Measures::new(t, m));
+            let m = Measures::new(t, ms.value(i));
+            by_day.entry(key).and_modify(|g| g.merge(&m)).or_insert(m);
         }
         Ok(())
     })?;
-    let mut text = vec![String::new(); names.len()];
-    for (s, id) in names {
-        text[id as usize] = s;
+    // Each rollup's key values per track, interned like the events' text.
+    let mut keys_of = Vec::with_capacity(rollups.len());
+    for rollup in rollups {
+        keys_of.push(keys_by_track(rollup, dataset, &mut names)?);
     }
-    // Rows in (user_id, day, track_uri) order, so row-group statistics skip other listeners.
-    let mut order: Vec<u32> = (0..text.len() as u32).collect();
-    order.sort_by(|a, b| text[*a as usize].cmp(&text[*b as usize]));
-    let mut rank = vec![0u32; text.len()];
-    for (r, id) in order.into_iter().enumerate() {
-        rank[id as usize] = r as u32;
-    }
-    for rollup in sluice_catalog::rollups() {
-        let batch = match rollup.grain {
-            _ if !rollup.joins.is_empty() => {
-                catalog_batch(rollup, &by_month, &text, &rank, dataset)?
-            }
-            RollupGrain::Day { .. } => {
-                let mut rows: Vec<_> = by_day.iter().collect();
-                rows.sort_unstable_by_key(|((u, d, k), _)| {
-                    (rank[*u as usize], *d, rank[*k as usize])
-                });
-                day_batch(&rows, &text)?
-            }
-            RollupGrain::AllTime => {
-                let mut rows: Vec<_> = by_track.iter().collect();
-                rows.sort_unstable_by_key(|((u, k), _)| (rank[*u as usize], rank[*k as usize]));
-                track_batch(&rows, &text)?
-            }
-            RollupGrain::Month { .. } => {
-                return Err(Error::Rollup {
-                    table: rollup.table,
-                    message: "a monthly rollup of streams alone is not built here".into(),
-                });
-            }
-        };
-        let path = dataset.write_rollup(rollup.table, w_ms, &[batch])?;
+    let (text, rank) = names.finish();
+    for (rollup, keys) in rollups.iter().zip(keys_of) {
+        let batch = regroup(rollup, &by_day, &keys, &text, &rank)?;
+        let path = dataset.write_rollup(rollup.table, w_ms, batch.schema(), &[batch])?;
         info!(rollup = rollup.table, path = %path.display(), "rollup built");
     }
     Ok(())
@@ -159,35 +160,45 @@ fn build(dataset: &Dataset, w_ms: i64) -> Result<()> {
 /// A catalog row's text columns, by name.
 type Row = HashMap<String, String>;
 
-/// For each track, the values of `rollup`'s catalog keys, read through inner joins along the
-/// catalog's foreign keys from `tracks`: a track whose referenced row is missing has none.
-fn catalog_keys_by_track(
-    rollup: &RollupDef,
-    dataset: &Dataset,
-) -> Result<HashMap<String, Vec<String>>> {
-    let rows_of = |name: &str| -> Result<Vec<Row>> {
-        let mut rows = Vec::new();
-        for batch in entity_batches(dataset, name)? {
-            let schema = batch.schema();
-            let columns: Vec<_> = schema
-                .fields()
-                .iter()
-                .zip(batch.columns())
-                .filter_map(|(f, c)| c.as_string_opt::<i32>().map(|c| (f.name().clone(), c)))
-                .collect();
-            for i in 0..batch.num_rows() {
-                rows.push(
-                    columns
-                        .iter()
-                        .map(|(n, c)| (n.clone(), c.value(i).to_string()))
-                        .collect(),
-                );
-            }
+fn rows_of(dataset: &Dataset, name: &str) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for batch in entity_batches(dataset, name)? {
+        let schema = batch.schema();
+        let columns: Vec<_> = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter_map(|(f, c)| c.as_string_opt::<i32>().map(|c| (f.name().clone(), c)))
+            .collect();
+        for i in 0..batch.num_rows() {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|(n, c)| (n.clone(), c.value(i).to_string()))
+                    .collect(),
+            );
         }
-        Ok(rows)
-    };
+    }
+    Ok(rows)
+}
+
+/// How a rollup keys a track's events: the values of its key columns, in
+/// [`RollupDef::key_columns`] order, by track (interned). Without joins every track has them
+/// (they are the track's own, or none); with joins only tracks that meet a row of every
+/// joined table along the catalog's foreign keys from `tracks`, as in an inner join.
+enum TrackKeys {
+    Own { track_uri: bool },
+    Joined(HashMap<u32, Vec<u32>>),
+}
+
+fn keys_by_track(rollup: &RollupDef, dataset: &Dataset, names: &mut Names) -> Result<TrackKeys> {
+    if rollup.joins.is_empty() {
+        return Ok(TrackKeys::Own {
+            track_uri: rollup.keys.contains(&"track_uri"),
+        });
+    }
     let tracks_def = sluice_catalog::table(TRACKS).expect("declared");
-    // Each joined table beyond `tracks`, by the key `tracks` references it with.
+    // Each joined table beyond `tracks`, by the column of `tracks` referencing it.
     let mut joined: HashMap<&str, (&str, HashMap<String, Row>)> = HashMap::new();
     for name in rollup.joins.iter().filter(|n| **n != TRACKS) {
         let fk = tracks_def
@@ -198,84 +209,97 @@ fn catalog_keys_by_track(
                 table: rollup.table,
                 message: format!("tracks has no foreign key to {name}"),
             })?;
-        let by_key = rows_of(name)?
+        let by_key = rows_of(dataset, name)?
             .into_iter()
             .filter_map(|r| Some((r.get(fk.references_column)?.clone(), r)))
             .collect();
         joined.insert(name, (fk.column, by_key));
     }
     let mut out = HashMap::new();
-    'tracks: for track in rows_of(TRACKS)? {
-        let mut values = Vec::with_capacity(rollup.catalog_keys.len());
-        for key in rollup.catalog_keys {
-            let row = if key.table == TRACKS {
-                &track
-            } else {
-                let (fk_column, by_key) = &joined[key.table];
-                match track.get(*fk_column).and_then(|v| by_key.get(v)) {
-                    Some(row) => row,
-                    None => continue 'tracks,
-                }
+    'tracks: for track in rows_of(dataset, TRACKS)? {
+        let Some(uri) = track.get("track_uri") else {
+            continue;
+        };
+        let mut rows: HashMap<&str, &Row> = HashMap::from([(TRACKS, &track)]);
+        for (name, (fk_column, by_key)) in &joined {
+            match track.get(*fk_column).and_then(|v| by_key.get(v)) {
+                Some(row) => rows.insert(name, row),
+                None => continue 'tracks,
             };
-            values.push(row.get(key.column).cloned().unwrap_or_default());
         }
-        if let Some(uri) = track.get("track_uri") {
-            out.insert(uri.clone(), values);
-        }
+        let values = rollup
+            .key_columns()
+            .map(|(from, column)| {
+                let from = if from == STREAMS { TRACKS } else { from };
+                names.id(rows[from].get(column).map_or("", String::as_str))
+            })
+            .collect();
+        out.insert(names.id(uri), values);
     }
-    Ok(out)
+    Ok(TrackKeys::Joined(out))
 }
 
-/// A monthly rollup by catalog keys, from the events grouped by listener, month and track.
-fn catalog_batch(
+/// One rollup's rows: the daily groups regrouped by its period and keys, in (listener,
+/// period, keys) order so row-group statistics skip other listeners.
+fn regroup(
     rollup: &RollupDef,
-    by_month: &HashMap<(u32, i64, u32), Measures>,
+    by_day: &ByDay,
+    keys: &TrackKeys,
     text: &[String],
     rank: &[u32],
-    dataset: &Dataset,
 ) -> Result<RecordBatch> {
-    let keys = catalog_keys_by_track(rollup, dataset)?;
-    let mut groups: HashMap<(u32, i64, &[String]), Measures> = HashMap::new();
-    for ((u, month, track), m) in by_month {
-        let Some(values) = keys.get(&text[*track as usize]) else {
-            continue; // not in the catalog: dropped by the inner join
+    let period = |day: i64| match rollup.grain {
+        RollupGrain::Day { .. } => day,
+        RollupGrain::Month { .. } => month_start_ms(day),
+        RollupGrain::AllTime => 0,
+    };
+    let mut groups: HashMap<(u32, i64, Vec<u32>), Measures> = HashMap::new();
+    let mut track_key = Vec::new();
+    for ((user, day, track), m) in by_day {
+        let values: &[u32] = match keys {
+            TrackKeys::Own { track_uri: true } => {
+                track_key.clear();
+                track_key.push(*track);
+                &track_key
+            }
+            TrackKeys::Own { track_uri: false } => &[],
+            TrackKeys::Joined(by_track) => match by_track.get(track) {
+                Some(values) => values,
+                None => continue, // not in the catalog: dropped by the inner join
+            },
         };
-        groups
-            .entry((*u, *month, values.as_slice()))
-            .and_modify(|g| {
-                g.plays += m.plays;
-                g.ms_played += m.ms_played;
-            })
-            .or_insert(*m);
+        let key = (*user, period(*day), values.to_vec());
+        groups.entry(key).and_modify(|g| g.merge(m)).or_insert(*m);
     }
     let mut rows: Vec<_> = groups.into_iter().collect();
-    rows.sort_unstable_by(|((u1, m1, k1), _), ((u2, m2, k2), _)| {
-        (rank[*u1 as usize], m1, k1).cmp(&(rank[*u2 as usize], m2, k2))
-    });
-    let schema = sluice_catalog::table(rollup.table)
-        .expect("declared")
-        .schema();
+    let ranked = |v: &[u32]| v.iter().map(|id| rank[*id as usize]).collect::<Vec<_>>();
+    rows.sort_by_cached_key(|((u, p, k), _)| (rank[*u as usize], *p, ranked(k)));
+
+    let schema = rollup.table_def().schema();
+    let key_columns: Vec<&str> = rollup.key_columns().map(|(_, c)| c).collect();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let name = field.name().as_str();
-        let column = match rollup.grain {
-            _ if name == "user_id" => {
-                strings(rows.iter().map(|((u, _, _), _)| text[*u as usize].as_str()))
+        let column = if name == "user_id" {
+            strings(rows.iter().map(|((u, _, _), _)| text[*u as usize].as_str()))
+        } else if rollup.grain.column() == Some(name) {
+            times(rows.iter().map(|((_, p, _), _)| *p))
+        } else if let Some(at) = key_columns.iter().position(|c| *c == name) {
+            strings(
+                rows.iter()
+                    .map(|((_, _, k), _)| text[k[at] as usize].as_str()),
+            )
+        } else if let Some((measure, _)) = rollup.measures().find(|(_, c)| *c == name) {
+            let values = rows.iter().map(|(_, m)| m.get(measure));
+            match measure {
+                RollupMeasure::FirstTs | RollupMeasure::LastTs => times(values),
+                RollupMeasure::Plays | RollupMeasure::MsPlayed => ints(values),
             }
-            RollupGrain::Month { column } if name == column => {
-                times(rows.iter().map(|((_, m, _), _)| *m))
-            }
-            _ if name == rollup.plays => ints(rows.iter().map(|(_, m)| m.plays)),
-            _ if Some(name) == rollup.ms_played => ints(rows.iter().map(|(_, m)| m.ms_played)),
-            _ => {
-                let Some(at) = rollup.catalog_keys.iter().position(|k| k.column == name) else {
-                    return Err(Error::Rollup {
-                        table: rollup.table,
-                        message: format!("{name} is not a key or measure built here"),
-                    });
-                };
-                strings(rows.iter().map(|((_, _, k), _)| k[at].as_str()))
-            }
+        } else {
+            return Err(Error::Rollup {
+                table: rollup.table,
+                message: format!("{name} is not a key or measure built here"),
+            });
         };
         columns.push(column);
     }
@@ -292,36 +316,4 @@ fn ints(values: impl Iterator<Item = i64>) -> ArrayRef {
 
 fn times(values: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from_iter_values(values).with_timezone(TIME_ZONE))
-}
-
-fn day_batch(rows: &[(&(u32, i64, u32), &Measures)], text: &[String]) -> Result<RecordBatch> {
-    let schema = sluice_catalog::table(PLAYS_DAILY)
-        .expect("declared")
-        .schema();
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            strings(rows.iter().map(|((u, _, _), _)| text[*u as usize].as_str())),
-            times(rows.iter().map(|((_, d, _), _)| *d)),
-            strings(rows.iter().map(|((_, _, k), _)| text[*k as usize].as_str())),
-            ints(rows.iter().map(|(_, m)| m.plays)),
-            ints(rows.iter().map(|(_, m)| m.ms_played)),
-        ],
-    )?)
-}
-
-fn track_batch(rows: &[(&(u32, u32), &Measures)], text: &[String]) -> Result<RecordBatch> {
-    let schema = sluice_catalog::table(TRACK_FIRST_LAST)
-        .expect("declared")
-        .schema();
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            strings(rows.iter().map(|((u, _), _)| text[*u as usize].as_str())),
-            strings(rows.iter().map(|((_, k), _)| text[*k as usize].as_str())),
-            times(rows.iter().map(|(_, m)| m.first)),
-            times(rows.iter().map(|(_, m)| m.last)),
-            ints(rows.iter().map(|(_, m)| m.plays)),
-        ],
-    )?)
 }

@@ -127,21 +127,18 @@ impl QueryEngine {
                 .register_table(name, Arc::new(CatalogTable::new(table, remote, key)))
                 .map_err(internal)?;
         }
-        // In the declared order (fewest rows first), whatever order the source lists them.
-        let rollups: Vec<AvailableRollup> = sluice_catalog::rollups()
-            .iter()
-            .filter_map(|def| {
-                let (_, table) = sources.rollups.iter().find(|(n, _)| n == def.table)?;
-                Some(AvailableRollup {
-                    def,
-                    federated: crate::federation::remote_name(table).is_some(),
-                    table: Arc::clone(table),
-                    source: sources.cold.name().to_string(),
-                })
-            })
-            .collect();
-        for (name, table) in sources.rollups {
-            public.register_table(name, table).map_err(internal)?;
+        // In the order the source lists them (fewest rows first).
+        let mut rollups = Vec::with_capacity(sources.rollups.len());
+        for (def, table) in sources.rollups {
+            rollups.push(AvailableRollup {
+                def,
+                federated: crate::federation::remote_name(&table).is_some(),
+                table: Arc::clone(&table),
+                source: sources.cold.name().to_string(),
+            });
+            public
+                .register_table(def.table.to_string(), table)
+                .map_err(internal)?;
         }
         let catalog = MemoryCatalogProvider::new();
         catalog

@@ -35,6 +35,22 @@ fn events(rows: &[(&str, &str, i64)]) -> RecordBatch {
 /// Cold holds everything before W plus one event after it (not yet trimmed... from the
 /// other side: loaded but W not advanced); hot holds everything from W on plus one older
 /// event kept for the grace period. Each event must be counted exactly once.
+/// Rollup tables by name with their declarations, in the declared order (fewest rows first).
+fn declared(
+    tables: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)>,
+) -> Vec<(
+    &'static sluice_catalog::RollupDef,
+    Arc<dyn datafusion::catalog::TableProvider>,
+)> {
+    sluice_catalog::rollups()
+        .iter()
+        .filter_map(|def| {
+            let (_, table) = tables.iter().find(|(n, _)| n == def.table)?;
+            Some((def, Arc::clone(table)))
+        })
+        .collect()
+}
+
 pub(crate) fn engine() -> QueryEngine {
     let cold = MemoryHotStore::new();
     cold.append(&events(&[
@@ -291,7 +307,7 @@ pub(crate) mod rollups {
             watermark: Arc::new(FixedWatermark(W)),
             entities: vec![(sluice_catalog::TRACKS.to_string(), tracks())],
             remote_entities: vec![],
-            rollups: rollup_tables(),
+            rollups: crate::tests::declared(rollup_tables()),
         })
         .unwrap()
     }
@@ -629,7 +645,7 @@ pub(crate) mod catalog_rollups {
             watermark: Arc::new(FixedWatermark(W)),
             entities: catalog(),
             remote_entities: vec![],
-            rollups: rollup_tables(),
+            rollups: crate::tests::declared(rollup_tables()),
         })
         .unwrap()
     }

@@ -17,7 +17,7 @@ pub(crate) fn init(args: ClickhouseInitArgs) -> Result<(), Box<dyn std::error::E
         .build()?;
     runtime.block_on(async move {
         let store = ClickHouseColdStore::connect(config).await?;
-        store.init().await?;
+        store.init(sluice_catalog::rollups()).await?;
         println!(
             "ClickHouse {} at {}: tables ready",
             store.client().version(),

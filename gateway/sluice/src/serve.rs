@@ -535,7 +535,11 @@ async fn open_sources(
                 (sources, format!("Redis at {}", store.config().endpoint()))
             }
             None => {
-                let embedded = EmbeddedSources::open(dataset, &EmbeddedConfig { hot_days })?;
+                let config = EmbeddedConfig {
+                    hot_days,
+                    ..EmbeddedConfig::default()
+                };
+                let embedded = EmbeddedSources::open(dataset, &config)?;
                 (embedded.sources, "memory".to_string())
             }
         });
@@ -570,7 +574,7 @@ async fn open_sources(
         watermark,
         entities: cold.catalog_tables().await?,
         remote_entities: cold.entity_tables(),
-        rollups: cold.rollup_tables(),
+        rollups: cold.rollup_tables(sluice_catalog::rollups()),
     };
     Ok((
         sources,
