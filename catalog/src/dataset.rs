@@ -93,7 +93,6 @@ impl Dataset {
         self.root.join(format!("{table}.parquet"))
     }
 
-    /// The user ids of the dataset's listeners.
     /// Where the rollup `table` of the events before `w_ms` is kept (built from the events
     /// on first use: `rollups/w<W>/<table>.parquet`).
     pub fn rollup_file(&self, table: &str, w_ms: i64) -> PathBuf {
@@ -104,7 +103,9 @@ impl Dataset {
     }
 
     /// Writes a rollup's rows to [`Self::rollup_file`], whole or not at all (through a
-    /// temporary file), so a reader never sees half of one.
+    /// temporary file of this writer's own, then a rename), so a reader never sees half of
+    /// one. Replicas sharing the folder may build the same file at once: each renames its
+    /// own whole copy into place, and the copies are the same.
     pub fn write_rollup(
         &self,
         table: &str,
@@ -115,7 +116,11 @@ impl Dataset {
         let path = self.rollup_file(table, w_ms);
         let dir = path.parent().expect("a rollup file has a folder");
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let partial = path.with_extension("parquet.partial");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let partial =
+            path.with_extension(format!("parquet.{}-{nanos}.partial", std::process::id()));
         write_parquet(&partial, schema, batches)?;
         std::fs::rename(&partial, &path).map_err(io(&path))?;
         Ok(path)

@@ -1,0 +1,74 @@
+"""Replicas of the embedded default sharing one dataset folder, as pods sharing a volume: they
+start together, each may build the derived rollup files at the same moment, and both serve
+the same answers (checked against DuckDB over the same Parquet files)."""
+
+import subprocess
+import threading
+
+import duckdb
+
+from conftest import END, SEED, connect, sluice_bin, start_server
+from helpers import duck_rows, sluice_rows
+
+# A year of one listener's plays by genre: read from the monthly rollup by genre.
+SQL = """SELECT a.genre, count(*) AS plays FROM streams s
+    JOIN tracks t ON s.track_uri = t.track_uri JOIN artists a ON t.artist_uri = a.artist_uri
+    WHERE s.ts >= TIMESTAMP '{y}-01-01 00:00:00+00' AND s.ts < TIMESTAMP '{n}-01-01 00:00:00+00'
+    GROUP BY a.genre ORDER BY plays DESC, a.genre"""
+
+
+def start_together(dataset, count):
+    """`count` servers on `dataset`, started at the same moment; returns them and their
+    generators (to stop them)."""
+    gens = [start_server(dataset) for _ in range(count)]
+    servers = [None] * count
+    errors = []
+
+    def start(i):
+        try:
+            servers[i] = next(gens[i])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return servers, gens, errors
+
+
+def test_replicas_sharing_a_dataset_folder_start_together_and_agree(tmp_path):
+    data = tmp_path / "data"
+    subprocess.run([sluice_bin(), "generate", "--users", "6", "--years", "8", "--seed", str(SEED),
+                    "--artists", "300", "--end", END.isoformat(), "--out", str(data)],
+                   check=True, capture_output=True)
+    servers, gens, errors = start_together(data, 3)
+    try:
+        logs = [p.read_text() for p in sorted(tmp_path.glob("sluice-*.log"))]
+        assert not errors, f"{errors}\n" + "\n".join(logs)
+        built = sum(log.count("rollup built") for log in logs)
+        assert built >= 4, "the rollups were built"
+        # No replica is left holding a half-written file of another's.
+        assert not list(data.glob("rollups/*/*.partial"))
+        duck = duckdb.connect()
+        duck.execute("SET TimeZone = 'UTC'")
+        duck.execute(f"CREATE VIEW streams AS SELECT * FROM read_parquet('{data}/streams/*.parquet')")
+        for t in ("tracks", "artists"):
+            duck.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/{t}.parquet')")
+        y = END.year - 1
+        sql = SQL.format(y=y, n=y + 1)
+        mine = duck_rows(duck, sql.replace("WHERE s.ts", "WHERE s.user_id = 'u0002' AND s.ts"))
+        for server in servers:
+            conn = connect(server, "u0002")
+            try:
+                assert sluice_rows(conn, sql) == mine
+                with conn.cursor() as cur:
+                    cur.execute("EXPLAIN " + sql)
+                    plan = "\n".join(str(r) for r in cur.fetchall())
+                assert "plays_monthly_genre" in plan, plan
+            finally:
+                conn.close()
+    finally:
+        for g in gens:
+            g.close()
