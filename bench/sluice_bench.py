@@ -576,8 +576,8 @@ def bulk_export(args, gw, ch, users, w):
     [[rows]] = ch.rows(f"SELECT count() FROM sluice.streams WHERE user_id IN ({users})")
     log(f"bulk export: {rows:,} rows, {args.bulk_passes} passes per path")
     conn = gw.connect("analyst")
-    med = export_passes(conn, sluice_sql, lambda: ch.native_bytes(direct_sql), rows,
-                        args.bulk_passes)
+    med, _ = export_passes(conn, sluice_sql, lambda: ch.native_bytes(direct_sql), rows,
+                           args.bulk_passes)
     conn.close()
     med["clickhouse_native"] = med.pop("direct")
     return {"rows": rows, "passes": args.bulk_passes, "seconds_median": med,
@@ -588,16 +588,14 @@ def bulk_export(args, gw, ch, users, w):
 def export_passes(conn, sluice_sql, direct, rows, passes, cpu=None):
     """Median seconds of a bulk export through Sluice (`sluice_sql` on `conn`, every batch
     counted) and of the same rows read directly (`direct()`), over `passes` passes after one
-    that warms caches and is not counted. With `cpu` (name -> Process: the ClickHouse server,
-    the gateway), also the median CPU seconds each of them and this client spent on each
-    path, as {"sluice": {...}, "direct": {...}}."""
+    that warms caches and is not counted; and the median CPU seconds this client and each of
+    `cpu` (name -> Process: the ClickHouse server, the gateway) spent on each path, as
+    {"sluice": {...}, "direct": {...}}."""
     times = {"sluice": [], "direct": []}
     spent = {"sluice": [], "direct": []}
 
     def cpu_now():
-        if cpu is None:
-            return {}
-        now = {name: p.cpu() for name, p in cpu.items()}
+        now = {name: p.cpu() for name, p in (cpu or {}).items()}
         me = resource.getrusage(resource.RUSAGE_SELF)
         now["client"] = me.ru_utime + me.ru_stime
         return now
@@ -626,8 +624,6 @@ def export_passes(conn, sluice_sql, direct, rows, passes, cpu=None):
             spent["sluice"].append(cs)
             spent["direct"].append(cd)
     med = {k: statistics.median(v) for k, v in times.items()}
-    if cpu is None:
-        return med
     cpu_med = {path: {name: statistics.median(p[name] for p in runs) for name in runs[0]}
                for path, runs in spent.items()}
     return med, cpu_med

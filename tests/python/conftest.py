@@ -170,6 +170,13 @@ def analyst(server):
 
 @pytest.fixture(scope="session")
 def duck(dataset_dir):
+    con = duck_over(dataset_dir)
+    yield con
+    con.close()
+
+
+def duck_over(dataset_dir):
+    """DuckDB with `streams` and the catalog tables as views over a dataset's Parquet files."""
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -179,8 +186,7 @@ def duck(dataset_dir):
     con.execute(f"CREATE VIEW streams AS SELECT * FROM read_parquet('{d}/streams/*.parquet')")
     for t in ("tracks", "artists", "albums"):
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{d}/{t}.parquet')")
-    yield con
-    con.close()
+    return con
 
 
 def free_port():

@@ -5,9 +5,7 @@ the same answers (checked against DuckDB over the same Parquet files)."""
 import subprocess
 import threading
 
-import duckdb
-
-from conftest import END, SEED, connect, sluice_bin, start_server
+from conftest import END, SEED, connect, duck_over, sluice_bin, start_server
 from helpers import duck_rows, sluice_rows
 
 # A year of one listener's plays by genre: read from the monthly rollup by genre.
@@ -51,11 +49,7 @@ def test_replicas_sharing_a_dataset_folder_start_together_and_agree(tmp_path):
         assert built >= 4, "the rollups were built"
         # No replica is left holding a half-written file of another's.
         assert not list(data.glob("rollups/*/*.partial"))
-        duck = duckdb.connect()
-        duck.execute("SET TimeZone = 'UTC'")
-        duck.execute(f"CREATE VIEW streams AS SELECT * FROM read_parquet('{data}/streams/*.parquet')")
-        for t in ("tracks", "artists"):
-            duck.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/{t}.parquet')")
+        duck = duck_over(data)
         y = END.year - 1
         sql = SQL.format(y=y, n=y + 1)
         mine = duck_rows(duck, sql.replace("WHERE s.ts", "WHERE s.user_id = 'u0002' AND s.ts"))

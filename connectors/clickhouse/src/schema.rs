@@ -81,9 +81,7 @@ pub fn create_statements(database: &str, rollups: &[RollupDef]) -> Vec<String> {
 ///   see ([`RollupDef::table_def`]), in its order.
 fn rollup_statements(db: &str, rollup: &RollupDef) -> [String; 3] {
     let name = rollup.table;
-    let summing = rollup
-        .measures()
-        .all(|(m, _)| matches!(m, RollupMeasure::Plays | RollupMeasure::MsPlayed));
+    let summing = summing(rollup);
     let keys = group_columns(rollup);
     let mut state_columns: Vec<String> = keys
         .iter()
@@ -127,6 +125,14 @@ fn rollup_statements(db: &str, rollup: &RollupDef) -> [String; 3] {
     ]
 }
 
+/// Whether every measure of a rollup is a sum (plays, time played): its state rows then sum
+/// (`SummingMergeTree`); otherwise they hold aggregate states (`AggregatingMergeTree`).
+fn summing(rollup: &RollupDef) -> bool {
+    rollup
+        .measures()
+        .all(|(m, _)| matches!(m, RollupMeasure::Plays | RollupMeasure::MsPlayed))
+}
+
 /// A rollup's group columns: `user_id`, the period's, the keys.
 fn group_columns(rollup: &RollupDef) -> Vec<&'static str> {
     std::iter::once("user_id")
@@ -160,9 +166,7 @@ fn rollup_select(db: &str, rollup: &RollupDef) -> String {
         )),
         RollupGrain::AllTime => None,
     };
-    let summing = rollup
-        .measures()
-        .all(|(m, _)| matches!(m, RollupMeasure::Plays | RollupMeasure::MsPlayed));
+    let summing = summing(rollup);
     let measures = rollup.measures().map(|(measure, column)| {
         let f = match (measure, summing) {
             (RollupMeasure::Plays, true) => "count()",

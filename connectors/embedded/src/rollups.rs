@@ -253,22 +253,18 @@ fn regroup(
         RollupGrain::Month { .. } => month_start_ms(day),
         RollupGrain::AllTime => 0,
     };
-    let mut groups: HashMap<(u32, i64, Vec<u32>), Measures> = HashMap::new();
-    let mut track_key = Vec::new();
+    // Keyed by slices borrowed from `by_day` and `keys`: nothing allocated per group.
+    let mut groups: HashMap<(u32, i64, &[u32]), Measures> = HashMap::new();
     for ((user, day, track), m) in by_day {
         let values: &[u32] = match keys {
-            TrackKeys::Own { track_uri: true } => {
-                track_key.clear();
-                track_key.push(*track);
-                &track_key
-            }
+            TrackKeys::Own { track_uri: true } => std::slice::from_ref(track),
             TrackKeys::Own { track_uri: false } => &[],
             TrackKeys::Joined(by_track) => match by_track.get(track) {
                 Some(values) => values,
                 None => continue, // not in the catalog: dropped by the inner join
             },
         };
-        let key = (*user, period(*day), values.to_vec());
+        let key = (*user, period(*day), values);
         groups.entry(key).and_modify(|g| g.merge(m)).or_insert(*m);
     }
     let mut rows: Vec<_> = groups.into_iter().collect();
