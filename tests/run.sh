@@ -29,8 +29,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # private instances on free ports.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# nginx (the gRPC balancer of tests/python/test_balancer.py) is unpacked, not installed:
+# installing Debian's package would start a system nginx on port 80.
+NGINX_DIR="$HOME/.cache/sluice/nginx"
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x "$NGINX_DIR/usr/sbin/nginx" ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  deb="$(mktemp -d)"
+  (cd "$deb" && { apt-get download nginx 2>/dev/null || { $SUDO apt-get update -qq && apt-get download nginx; }; })
+  mkdir -p "$NGINX_DIR"
+  dpkg -x "$deb"/nginx_*.deb "$NGINX_DIR"
+  rm -rf "$deb"
+fi
 redis-server --version
 clickhouse-client --version
+{ command -v nginx || echo "$NGINX_DIR/usr/sbin/nginx"; } | xargs -I{} {} -v
 
 step "Python client environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then

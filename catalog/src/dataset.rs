@@ -53,6 +53,8 @@ pub struct DatasetManifest {
 pub struct Dataset {
     root: PathBuf,
     manifest: DatasetManifest,
+    /// Where derived rollup files go, if not `root/rollups` (a read-only dataset).
+    rollups_dir: Option<PathBuf>,
 }
 
 impl Dataset {
@@ -72,7 +74,25 @@ impl Dataset {
         };
         let manifest =
             serde_json::from_str(&text).map_err(|source| Error::Manifest { path, source })?;
-        Ok(Self { root, manifest })
+        Ok(Self {
+            root,
+            manifest,
+            rollups_dir: None,
+        })
+    }
+
+    /// This dataset with its derived rollup files in `dir` rather than in the dataset
+    /// folder (which may then be read-only; replicas may share `dir`).
+    pub fn with_rollups_dir(mut self, dir: PathBuf) -> Self {
+        self.rollups_dir = Some(dir);
+        self
+    }
+
+    /// The folder of the derived rollup files.
+    pub fn rollups_dir(&self) -> PathBuf {
+        self.rollups_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join("rollups"))
     }
 
     pub fn root(&self) -> &Path {
@@ -94,10 +114,9 @@ impl Dataset {
     }
 
     /// Where the rollup `table` of the events before `w_ms` is kept (built from the events
-    /// on first use: `rollups/w<W>/<table>.parquet`).
+    /// on first use: `rollups/w<W>/<table>.parquet`, under [`Self::rollups_dir`]).
     pub fn rollup_file(&self, table: &str, w_ms: i64) -> PathBuf {
-        self.root
-            .join("rollups")
+        self.rollups_dir()
             .join(format!("w{w_ms}"))
             .join(format!("{table}.parquet"))
     }
@@ -115,13 +134,28 @@ impl Dataset {
     ) -> Result<PathBuf> {
         let path = self.rollup_file(table, w_ms);
         let dir = path.parent().expect("a rollup file has a folder");
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let not_writable = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                Error::RollupsNotWritable {
+                    dir: self.rollups_dir(),
+                    source,
+                }
+            }
+            _ => Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            },
+        };
+        std::fs::create_dir_all(dir).map_err(not_writable)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let partial =
             path.with_extension(format!("parquet.{}-{nanos}.partial", std::process::id()));
-        write_parquet(&partial, schema, batches)?;
+        match write_parquet(&partial, schema, batches) {
+            Err(Error::Io { source, .. }) => return Err(not_writable(source)),
+            other => other?,
+        }
         std::fs::rename(&partial, &path).map_err(io(&path))?;
         Ok(path)
     }

@@ -29,6 +29,16 @@ pub enum Error {
         message: String,
     },
     #[error(
+        "cannot write the rollup files into {dir} ({source}): give Sluice a folder it may \
+         write with `[embedded] rollups_dir` (SLUICE_EMBEDDED__ROLLUPS_DIR), as when the \
+         dataset is mounted read-only; replicas may share it"
+    )]
+    RollupsNotWritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
         "{path} is not a Sluice dataset (no {manifest}); create one with `sluice generate --out {path}`"
     )]
     NotADataset {

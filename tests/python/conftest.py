@@ -71,17 +71,19 @@ class Server:
         return samples
 
 
-def start_server(dataset_dir, *extra, data=True):
-    """Starts `sluice serve` on a free port; yields it and stops exactly that process. Its
-    log is `server.log_path` (beside `dataset_dir`). `data=False` serves without `--data`, as
-    a deployment with ClickHouse does: everything from the configured sources."""
+def start_server(dataset_dir, *extra, data=True, listen="127.0.0.1:0", env=None, prefix=()):
+    """Starts `sluice serve` on a free port (or `listen`); yields it and stops exactly that
+    process. Its log is `server.log_path` (beside `dataset_dir`). `data=False` serves without
+    `--data`, as a deployment with ClickHouse does: everything from the configured sources.
+    `env`: environment variables set for it; `prefix`: a command it runs under (and
+    `SLUICE_BIN` the binary), e.g. to run as another user."""
     log_path = tempfile.mkstemp(prefix="sluice-", suffix=".log", dir=dataset_dir.parent)[1]
     log = open(log_path, "w")
     served = ["--data", str(dataset_dir)] if data else []
     proc = subprocess.Popen(
-        [sluice_bin(), "serve", *served, "--listen", "127.0.0.1:0",
+        [*prefix, sluice_bin(), "serve", *served, "--listen", listen,
          "--metrics-listen", "127.0.0.1:0", *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True,
+        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})},
     )
     address = metrics = None
     scheme = "grpc"
@@ -228,6 +230,7 @@ def start_redis(folder):
 sys.path.insert(0, str(REPO / "tests" / "servers"))
 from chdb_front import ChdbClickHouse  # noqa: E402  (ClickHouse 26.9's engine behind an HTTP front)
 from clickhouse import ClickHouse  # noqa: E402  (the private-server helper, shared with bench/)
+from nginx import GrpcBalancer  # noqa: E402,F401  (a private nginx balancing gRPC calls)
 
 CLICKHOUSE_DB = "sluice_test"
 # Every ClickHouse test runs on both: Debian's clickhouse-server 18.16 (a real server), and

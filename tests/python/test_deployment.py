@@ -68,10 +68,9 @@ def test_the_chart_lints_clean(name):
 def test_every_rendered_manifest_is_valid_kubernetes(name, version):
     docs = render(name)
     kinds = sorted(d["kind"] for d in docs)
+    # The Secret holds at least the replicas' shared secret.
     expected = ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                "Service", "Service", "ServiceAccount"]
-    if name == "production":
-        expected.append("Secret")
+                "Secret", "Service", "Service", "ServiceAccount"]
     assert kinds == sorted(expected)
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -148,6 +147,10 @@ def test_sluice_accepts_the_configuration_the_chart_renders(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "listen = 0.0.0.0:32010 (plaintext)" in result.stdout
     assert "server.shutdown_grace_secs = 30" in result.stdout
+    # Every pod gets the replicas' secret from the chart's Secret, generated at install.
+    assert len(env["SLUICE_SERVER__REPLICA_SECRET"]) >= 32
+    assert "server.replica_secret = set (replicas sharing it answer each other's calls)" \
+        in result.stdout
 
 
 def test_sluice_accepts_the_production_configuration(tmp_path):

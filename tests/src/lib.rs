@@ -7,6 +7,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The repository's root, found from the package whose tests run (cargo sets
+/// `CARGO_MANIFEST_DIR` when it runs them): read at run time, not compile time, since a
+/// target folder shared between clones would otherwise point into another clone.
+pub fn repo_root() -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("current folder"));
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .expect("inside the repository")
+        .to_path_buf()
+}
+
 /// The `sluice` binary: `$SLUICE_BIN`, or the one cargo built next to this test.
 pub fn sluice_bin() -> PathBuf {
     if let Ok(p) = std::env::var("SLUICE_BIN") {
@@ -108,7 +122,7 @@ pub struct PrivateClickHouse {
 impl PrivateClickHouse {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/clickhouse.py");
+        let script = repo_root().join("tests/servers/clickhouse.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(dir.path())

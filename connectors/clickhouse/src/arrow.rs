@@ -253,10 +253,8 @@ mod tests {
             ("int128", DataType::Int64),
             ("uint256", DataType::Utf8),
         ];
-        let root = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/golden/arrow_stream/26.9"
-        );
+        let root = sluice_tests::repo_root().join("tests/golden/arrow_stream/26.9");
+        let root = root.display();
         for (case, plan_type) in cases {
             let bytes = std::fs::read(format!("{root}/{case}.arrows")).unwrap();
             let mut batches = ArrowStreamBatches::default();

@@ -340,8 +340,8 @@ mod tests {
             for (state, sql) in backfill_statements("sluice", rollups) {
                 got.push_str(&format!("-- backfill {state}\n{sql};\n\n"));
             }
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/golden/schema")
+            let path = sluice_tests::repo_root()
+                .join("tests/golden/schema")
                 .join(name);
             if std::env::var_os("SLUICE_BLESS").is_some() {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();

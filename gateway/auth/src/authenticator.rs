@@ -1,15 +1,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tracing::warn;
 
-use crate::error::{AuthError, ConfigError};
+use crate::error::{AuthError, ConfigError, SealError};
 use crate::jwt::{JwtConfig, JwtVerifier};
 use crate::password::{StoredHash, hash_password};
 use crate::principal::{Limits, Principal, PrincipalConfig, Role};
+use crate::seal::Sealer;
+use crate::session::{Session, SessionClaims, SessionKind};
 
 /// Basic credentials arrive padded (JDBC, Rust) and unpadded (ADBC, Go).
 const BASE64_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
@@ -33,6 +35,10 @@ pub struct AuthOptions {
     pub jwt: Option<JwtConfig>,
     /// Limits of principals that set none of their own (every JWT principal).
     pub limits: Limits,
+    /// `[server] replica_secret`: replicas sharing it accept each other's session tokens
+    /// (and, through [`Authenticator::sealer`], handles and tickets). `None`: a secret of
+    /// this process alone.
+    pub replica_secret: Option<String>,
 }
 
 impl Default for AuthOptions {
@@ -41,6 +47,7 @@ impl Default for AuthOptions {
             session_ttl: Duration::from_secs(12 * 3600),
             jwt: None,
             limits: Limits::default(),
+            replica_secret: None,
         }
     }
 }
@@ -59,19 +66,13 @@ struct Account {
 
 /// What a bearer token turned out to be.
 #[derive(Debug)]
-enum Bearer<'h> {
-    /// A session token from a handshake, with its time left.
-    Session { token: &'h str, left: Duration },
+enum Bearer {
+    /// A session token from a handshake.
+    Session(Session),
     /// A static token from the configuration.
     Static,
     /// A JWT, with the time left before its `exp`.
     Jwt { left: Duration },
-}
-
-#[derive(Debug)]
-struct Session {
-    principal: Arc<Principal>,
-    expires: Instant,
 }
 
 /// Checks credentials and tokens. Shared by every call; cheap to query.
@@ -82,7 +83,9 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     /// Verified for unknown names, so that a wrong name costs what a wrong password does.
     decoy: Option<StoredHash>,
-    sessions: RwLock<HashMap<String, Session>>,
+    sealer: Sealer,
+    /// Sessions closed here (CloseSession), by id, until their tokens expire (Unix s).
+    closed: RwLock<HashMap<String, u64>>,
     session_ttl: Duration,
     limits: Limits,
 }
@@ -169,14 +172,18 @@ impl Authenticator {
             static_tokens,
             jwt: options.jwt.as_ref().map(JwtVerifier::new).transpose()?,
             decoy,
-            sessions: RwLock::new(HashMap::new()),
+            sealer: match &options.replica_secret {
+                Some(secret) => Sealer::from_secret(secret)?,
+                None => Sealer::random(),
+            },
+            closed: RwLock::new(HashMap::new()),
             session_ttl: options.session_ttl,
             limits: options.limits,
         })
     }
 
-    /// Checks `authorization: Basic <base64(name:password)>` and opens a session.
-    pub fn login_basic(&self, header: &str) -> Result<(SessionToken, Arc<Principal>), AuthError> {
+    /// Checks `authorization: Basic <base64(name:password)>`.
+    fn check_basic(&self, header: &str) -> Result<Arc<Principal>, AuthError> {
         let encoded = strip_scheme(header, "basic")
             .ok_or(AuthError::MalformedHeader("expected 'Basic <base64>'"))?;
         let decoded = BASE64_ANY_PADDING
@@ -203,12 +210,16 @@ impl Authenticator {
             }
         };
         match account {
-            Some(a) if ok => Ok((
-                self.open_session(Arc::clone(&a.principal), self.session_ttl),
-                Arc::clone(&a.principal),
-            )),
+            Some(a) if ok => Ok(Arc::clone(&a.principal)),
             _ => Err(AuthError::BadCredentials),
         }
+    }
+
+    /// Checks `authorization: Basic <base64(name:password)>` and opens a session.
+    pub fn login_basic(&self, header: &str) -> Result<(SessionToken, Arc<Principal>), AuthError> {
+        let principal = self.check_basic(header)?;
+        let session = self.new_session(&principal, false, self.session_ttl, random_id());
+        Ok((self.reissue(&session), principal))
     }
 
     /// Logs in with any `authorization` header (Basic, a static token, a JWT or a session
@@ -220,37 +231,44 @@ impl Authenticator {
             return self.login_basic(header);
         }
         let (principal, bearer) = self.resolve_bearer(header)?;
-        let ttl = match bearer {
+        let session = match bearer {
             // Already a session token: the client keeps it (and its session's settings).
-            Bearer::Session { token, left } => {
-                let session = SessionToken {
-                    token: token.to_string(),
-                    expires_in: left,
-                };
-                return Ok((session, principal));
+            Bearer::Session(session) => session,
+            Bearer::Static => self.new_session(&principal, false, self.session_ttl, random_id()),
+            Bearer::Jwt { left } => {
+                self.new_session(&principal, true, left.min(self.session_ttl), random_id())
             }
-            Bearer::Static => self.session_ttl,
-            Bearer::Jwt { left } => left.min(self.session_ttl),
         };
-        Ok((self.open_session(Arc::clone(&principal), ttl), principal))
+        Ok((self.reissue(&session), principal))
     }
 
-    fn open_session(&self, principal: Arc<Principal>, ttl: Duration) -> SessionToken {
-        let token = BASE64_ANY_PADDING.encode(rand::random::<[u8; 32]>());
-        let now = Instant::now();
-        let mut sessions = self.sessions.write().expect("sessions lock");
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(
-            token.clone(),
-            Session {
-                principal,
-                expires: now + ttl,
+    fn new_session(&self, principal: &Principal, jwt: bool, ttl: Duration, id: String) -> Session {
+        Session {
+            claims: SessionClaims {
+                id,
+                who: principal.identity(),
+                jwt,
+                settings: Default::default(),
+                version: 0,
             },
-        );
-        SessionToken {
-            token,
-            expires_in: ttl,
+            kind: SessionKind::Credentials,
+            expires_at_s: now_s().saturating_add(ttl.as_secs()),
         }
+    }
+
+    /// A token for `session` as it is now (its settings included), ending when it does.
+    /// Any replica sharing the secret resumes the session from it.
+    pub fn reissue(&self, session: &Session) -> SessionToken {
+        SessionToken {
+            token: session.claims.seal(&self.sealer, session.expires_at_s),
+            expires_in: Duration::from_secs(session.expires_at_s.saturating_sub(now_s())),
+        }
+    }
+
+    /// What seals the state clients carry between calls (handles, tickets): shared by the
+    /// replicas with the same `replica_secret`.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// Resolves `authorization: Bearer <token>` (a session token, a static token or a JWT).
@@ -259,20 +277,31 @@ impl Authenticator {
     }
 
     /// The principal of a bearer token, and what kind of token it is.
-    fn resolve_bearer<'h>(
-        &self,
-        header: &'h str,
-    ) -> Result<(Arc<Principal>, Bearer<'h>), AuthError> {
+    fn resolve_bearer(&self, header: &str) -> Result<(Arc<Principal>, Bearer), AuthError> {
         let token = strip_scheme(header, "bearer")
             .ok_or(AuthError::MalformedHeader("expected 'Bearer <token>'"))?
             .trim();
-        if let Some(s) = self.sessions.read().expect("sessions lock").get(token) {
-            let left = s.expires.saturating_duration_since(Instant::now());
-            return if left > Duration::ZERO {
-                Ok((Arc::clone(&s.principal), Bearer::Session { token, left }))
-            } else {
-                Err(AuthError::Expired)
-            };
+        match SessionClaims::open(&self.sealer, token) {
+            Ok((claims, expires_at_s)) => {
+                if self
+                    .closed
+                    .read()
+                    .expect("closed sessions lock")
+                    .contains_key(&claims.id)
+                {
+                    return Err(AuthError::InvalidToken);
+                }
+                let principal = self.session_principal(&claims)?;
+                let session = Session {
+                    claims,
+                    kind: SessionKind::Token,
+                    expires_at_s,
+                };
+                return Ok((principal, Bearer::Session(session)));
+            }
+            Err(SealError::Expired) => return Err(AuthError::Expired),
+            // Not a session token of this service: perhaps a static token or a JWT.
+            Err(SealError::Invalid) => {}
         }
         let mut found = None;
         for (t, p) in &self.static_tokens {
@@ -292,13 +321,23 @@ impl Authenticator {
                     claims.role,
                     claims.user_id.as_deref(),
                 )?;
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                let left = Duration::from_secs(claims.exp.saturating_sub(now));
+                let left = Duration::from_secs(claims.exp.saturating_sub(now_s()));
                 Ok((principal, Bearer::Jwt { left }))
             }
+            _ => Err(AuthError::InvalidToken),
+        }
+    }
+
+    /// The principal a session token names: rebuilt from a JWT's claims, or the configured
+    /// principal of that name, which must still be what it was at login.
+    fn session_principal(&self, claims: &SessionClaims) -> Result<Arc<Principal>, AuthError> {
+        let who = &claims.who;
+        if claims.jwt {
+            return self.jwt_principal(&who.name, who.role, who.user_id.as_deref());
+        }
+        match self.accounts.get(&who.name) {
+            Some(a) if who.is(&a.principal) => Ok(Arc::clone(&a.principal)),
+            // Removed, or given another role or listener since: its sessions end.
             _ => Err(AuthError::InvalidToken),
         }
     }
@@ -318,23 +357,45 @@ impl Authenticator {
         ))
     }
 
-    /// Resolves any `authorization` header: Basic logs in, Bearer is checked.
-    pub fn authenticate(&self, header: Option<&str>) -> Result<Arc<Principal>, AuthError> {
+    /// Resolves any `authorization` header: Basic is checked, Bearer resolved. The
+    /// session is the token's, or, for credentials sent on every call, one under an id
+    /// derived from them (the same on every call and replica).
+    pub fn authenticate(
+        &self,
+        header: Option<&str>,
+    ) -> Result<(Arc<Principal>, Session), AuthError> {
         let header = header.ok_or(AuthError::MissingCredentials)?;
         if strip_scheme(header, "basic").is_some() {
-            return self.login_basic(header).map(|(_, p)| p);
+            let principal = self.check_basic(header)?;
+            let session = self.new_session(&principal, false, self.session_ttl, derived_id(header));
+            return Ok((principal, session));
         }
-        self.check_bearer(header)
+        let (principal, bearer) = self.resolve_bearer(header)?;
+        let session = match bearer {
+            Bearer::Session(session) => session,
+            Bearer::Static => {
+                self.new_session(&principal, false, self.session_ttl, derived_id(header))
+            }
+            Bearer::Jwt { left } => self.new_session(
+                &principal,
+                true,
+                left.min(self.session_ttl),
+                derived_id(header),
+            ),
+        };
+        Ok((principal, session))
     }
 
-    /// Ends a session (CloseSession). Unknown tokens are ignored.
-    pub fn close_session(&self, header: &str) {
-        if let Some(token) = strip_scheme(header, "bearer") {
-            self.sessions
-                .write()
-                .expect("sessions lock")
-                .remove(token.trim());
+    /// Ends a session (CloseSession): its token is refused here from now on. Other
+    /// replicas accept it until it expires; credentials sent on every call stay valid.
+    pub fn close_session(&self, session: &Session) {
+        if session.kind != SessionKind::Token {
+            return;
         }
+        let now = now_s();
+        let mut closed = self.closed.write().expect("closed sessions lock");
+        closed.retain(|_, expires| *expires > now);
+        closed.insert(session.claims.id.clone(), session.expires_at_s);
     }
 
     /// Warns about principals with a plain-text password.
@@ -356,6 +417,28 @@ impl Authenticator {
             );
         }
     }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// A new session's id.
+fn random_id() -> String {
+    hex(&rand::random::<[u8; 16]>())
+}
+
+/// The session id of credentials sent on every call: the same for the same header.
+fn derived_id(header: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, header.as_bytes());
+    hex(&digest.as_ref()[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The credentials after `scheme ` (scheme matched case-insensitively).
@@ -468,11 +551,81 @@ mod tests {
                 BASE64_ANY_PADDING.encode("u0001:u0001")
             ))
             .unwrap();
-        a.close_session(&format!("Bearer {}", t.token));
+        let bearer = format!("Bearer {}", t.token);
+        let (_, session) = a.authenticate(Some(&bearer)).unwrap();
+        assert!(session.from_token());
+        a.close_session(&session);
         assert_eq!(
-            a.check_bearer(&format!("Bearer {}", t.token)).unwrap_err(),
+            a.check_bearer(&bearer).unwrap_err(),
             AuthError::InvalidToken
         );
+        // A static token's session closes without the token being refused.
+        let (_, session) = a.authenticate(Some("Bearer static-analyst-token")).unwrap();
+        assert!(!session.from_token());
+        a.close_session(&session);
+        assert!(a.check_bearer("Bearer static-analyst-token").is_ok());
+    }
+
+    fn replica(secret: &str) -> Authenticator {
+        let options = AuthOptions {
+            replica_secret: Some(secret.into()),
+            ..ttl(60_000)
+        };
+        Authenticator::new(&config(), &options).unwrap()
+    }
+
+    #[test]
+    fn replicas_sharing_a_secret_resume_each_others_sessions_and_settings() {
+        let (a, b) = (replica(SECRET), replica(SECRET));
+        let basic = format!("Basic {}", BASE64_ANY_PADDING.encode("u0001:u0001"));
+        let (t, p) = a.login(Some(&basic)).unwrap();
+        let bearer = format!("Bearer {}", t.token);
+        let (on_b, session) = b.authenticate(Some(&bearer)).unwrap();
+        assert_eq!(on_b, p);
+        assert_eq!((session.version(), session.settings().len()), (0, 0));
+
+        // Settings changed on b travel in the reissued token, to a.
+        let settings = [("sluice.route".to_string(), "cold".to_string())].into();
+        let changed = b.reissue(&session.clone().with_settings(settings, 1));
+        assert!(changed.expires_in <= t.expires_in);
+        let (_, resumed) = a
+            .authenticate(Some(&format!("Bearer {}", changed.token)))
+            .unwrap();
+        assert_eq!(resumed.id(), session.id());
+        assert_eq!(resumed.version(), 1);
+        assert_eq!(resumed.settings()["sluice.route"], "cold");
+
+        // Another secret, or none, opens nothing.
+        assert_eq!(
+            replica(&format!("{SECRET}-other"))
+                .check_bearer(&bearer)
+                .unwrap_err(),
+            AuthError::InvalidToken
+        );
+        assert_eq!(
+            auth().check_bearer(&bearer).unwrap_err(),
+            AuthError::InvalidToken
+        );
+
+        // A principal whose configuration changed since its login is logged out.
+        let mut moved = config();
+        moved[0].user_id = Some("u0002".into());
+        let options = AuthOptions {
+            replica_secret: Some(SECRET.into()),
+            ..ttl(60_000)
+        };
+        let c = Authenticator::new(&moved, &options).unwrap();
+        assert_eq!(
+            c.check_bearer(&bearer).unwrap_err(),
+            AuthError::InvalidToken
+        );
+
+        // Credentials sent on every call keep one session id, on every replica.
+        let (_, s1) = a.authenticate(Some("Bearer static-analyst-token")).unwrap();
+        let (_, s2) = b.authenticate(Some("Bearer static-analyst-token")).unwrap();
+        assert_eq!(s1.id(), s2.id());
+        let (_, s3) = a.authenticate(Some(&basic)).unwrap();
+        assert_ne!(s3.id(), s1.id());
     }
 
     #[test]

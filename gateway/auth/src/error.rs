@@ -28,4 +28,19 @@ pub enum ConfigError {
     DuplicateToken(String, String),
     #[error("[auth.jwt]: {0}")]
     Jwt(String),
+    #[error(
+        "[server] replica_secret is {0} bytes; give at least 32 (e.g. `openssl rand -base64 48`)"
+    )]
+    ReplicaSecret(usize),
+}
+
+/// Why sealed client state (a session token, a prepared statement's handle, a ticket) did
+/// not open.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    /// Changed, truncated, sealed for another purpose, or by a replica with another secret.
+    #[error("not issued by this service (or by a replica with another replica_secret)")]
+    Invalid,
+    #[error("expired")]
+    Expired,
 }

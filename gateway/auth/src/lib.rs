@@ -10,9 +10,13 @@ mod error;
 mod jwt;
 mod password;
 mod principal;
+mod seal;
+mod session;
 
 pub use authenticator::{AuthOptions, Authenticator, SessionToken};
-pub use error::{AuthError, ConfigError};
+pub use error::{AuthError, ConfigError, SealError};
 pub use jwt::{JwtAlgorithm, JwtConfig};
 pub use password::hash_password;
-pub use principal::{Limits, LimitsConfig, Principal, PrincipalConfig, Role};
+pub use principal::{Identity, Limits, LimitsConfig, Principal, PrincipalConfig, Role};
+pub use seal::{MIN_REPLICA_SECRET_BYTES, Purpose, Sealer};
+pub use session::Session;

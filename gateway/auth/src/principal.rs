@@ -1,10 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What a principal may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads its own listening history only (bound to one `user_id`).
@@ -162,5 +162,33 @@ impl Principal {
             Role::Listener => self.user_id.as_deref(),
             Role::Analyst | Role::Admin => None,
         }
+    }
+
+    /// Who this is, as sealed into what the principal carries between calls.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            name: self.name.to_string(),
+            role: self.role,
+            user_id: self.user_id.as_deref().map(str::to_string),
+        }
+    }
+}
+
+/// A principal's name, role and listener: what a token, handle or ticket says it belongs to.
+/// Limits are not in it: they come from the configuration of the replica serving the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl Identity {
+    /// Whether `principal` is the one this identity names.
+    pub fn is(&self, principal: &Principal) -> bool {
+        *principal.name == *self.name
+            && principal.role == self.role
+            && principal.user_id.as_deref() == self.user_id.as_deref()
     }
 }

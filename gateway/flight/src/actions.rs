@@ -11,6 +11,7 @@ use arrow_flight::{
 use prost::Message;
 use tonic::Response;
 
+use crate::client_state::QueryTicket;
 use crate::error::{Error, Result};
 use crate::service::{Caller, SluiceSqlService};
 use crate::session_options::{
@@ -63,10 +64,10 @@ impl SluiceSqlService {
                 let request = decode(&action)?;
                 Ok(one_result(self.set_session_options(caller, request)))
             }
-            GET_SESSION_OPTIONS => Ok(one_result(self.session_options(caller))),
+            GET_SESSION_OPTIONS => Ok(one_result(self.session_options(caller)?)),
             CLOSE_SESSION => {
-                self.sessions.close(&caller.session_key);
-                self.auth.close_session(&caller.session_key);
+                self.sessions.close(caller.session_key());
+                self.auth.close_session(&caller.session);
                 Ok(one_result(CloseSessionResult {
                     status: CloseSessionStatus::Closed as i32,
                 }))
@@ -97,19 +98,21 @@ impl SluiceSqlService {
             return false;
         };
         match Command::try_from(any) {
-            Ok(Command::TicketStatementQuery(t)) => self.sessions.cancel(&t.statement_handle),
+            // Only the replica running the query can stop it.
+            Ok(Command::TicketStatementQuery(t)) => {
+                QueryTicket::open_any(self.auth.sealer(), &t.statement_handle)
+                    .is_some_and(|t| self.sessions.cancel(&t.id))
+            }
             _ => false,
         }
     }
 
-    fn session_options(&self, caller: &Caller) -> GetSessionOptionsResult {
-        let mut options: HashMap<String, SessionOptionValue> =
-            self.sessions.with(&caller.session_key, |s| {
-                s.settings
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), SessionOptionValue::string(v)))
-                    .collect()
-            });
+    fn session_options(&self, caller: &Caller) -> Result<GetSessionOptionsResult> {
+        let mut options: HashMap<String, SessionOptionValue> = self
+            .settings(caller)?
+            .iter()
+            .map(|(k, v)| (k.to_string(), SessionOptionValue::string(v)))
+            .collect();
         options.insert(
             "catalog".into(),
             SessionOptionValue::string(sluice_catalog::CATALOG),
@@ -118,9 +121,9 @@ impl SluiceSqlService {
             "schema".into(),
             SessionOptionValue::string(sluice_catalog::SCHEMA),
         );
-        GetSessionOptionsResult {
+        Ok(GetSessionOptionsResult {
             session_options: options,
-        }
+        })
     }
 
     fn set_session_options(

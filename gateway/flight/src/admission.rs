@@ -113,12 +113,20 @@ impl Admission {
 
     /// Waits until no query runs and no request came for `quiet`: a client reads its last
     /// batch and then closes its prepared statement or session, which should still be
-    /// answered.
+    /// answered. Behind a balancer that keeps sending calls (refused while draining), it
+    /// settles once no query has run for eight times `quiet`.
     pub async fn settled(&self, quiet: Duration) {
+        let mut idle_since: Option<Duration> = None;
         loop {
+            let now = self.epoch.elapsed();
             let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
-            if self.active() == 0 && self.epoch.elapsed().saturating_sub(last) >= quiet {
-                return;
+            if self.active() == 0 {
+                let idle = now.saturating_sub(*idle_since.get_or_insert(now));
+                if now.saturating_sub(last) >= quiet || idle >= quiet * 8 {
+                    return;
+                }
+            } else {
+                idle_since = None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

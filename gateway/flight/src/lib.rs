@@ -6,6 +6,7 @@
 mod actions;
 mod admission;
 mod audit;
+mod client_state;
 mod error;
 mod flight_info;
 mod ingest;

@@ -13,13 +13,14 @@ use arrow_flight::{
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use sluice_auth::Authenticator;
 use sluice_planner::QueryEngine;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::Admission;
 use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::limits::ConcurrencyLimiter;
-use crate::service::{Caller, SluiceSqlService};
+use crate::service::{Caller, ReplyToken, SluiceSqlService};
 use crate::session::Sessions;
 
 type Inner = SluiceSqlService;
@@ -76,7 +77,7 @@ impl SluiceFlightService {
     }
 
     /// Resolves the caller from the `authorization` header, or refuses the call.
-    fn authorize<T>(&self, mut request: Request<T>) -> Result<Request<T>, Status> {
+    fn authorize<T>(&self, mut request: Request<T>) -> Result<(Request<T>, ReplyToken), Status> {
         self.inner.admission.touch();
         let header = request
             .metadata()
@@ -84,17 +85,36 @@ impl SluiceFlightService {
             .map(|v| v.to_str().map(str::to_string))
             .transpose()
             .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
-        let principal = self
+        let (principal, session) = self
             .inner
             .auth
             .authenticate(header.as_deref())
             .map_err(Error::from)?;
+        let reply_token = ReplyToken::default();
         request.extensions_mut().insert(Caller {
             principal,
-            session_key: header.unwrap_or_default(),
+            session,
+            reply_token: reply_token.clone(),
         });
-        Ok(request)
+        Ok((request, reply_token))
     }
+}
+
+/// Gives the client the session token a call reissued (its settings changed): ADBC takes an
+/// `authorization` header in the reply of a streamed call (DoAction, DoGet, DoPut; not of a
+/// unary GetFlightInfo) as its token from then on, and so carries the settings to
+/// whichever replica serves its next call.
+fn with_reply_token<T>(
+    reply_token: &ReplyToken,
+    response: Result<Response<T>, Status>,
+) -> Result<Response<T>, Status> {
+    let mut response = response?;
+    if let Some(token) = reply_token.take() {
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        response.metadata_mut().insert("authorization", value);
+    }
+    Ok(response)
 }
 
 #[tonic::async_trait]
@@ -118,31 +138,31 @@ impl FlightService for SluiceFlightService {
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.list_flights(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.list_flights(request).await)
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.get_flight_info(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.get_flight_info(request).await)
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.poll_flight_info(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.poll_flight_info(request).await)
     }
 
     async fn get_schema(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let request = self.authorize(request)?;
+        let (request, _) = self.authorize(request)?;
         let schema = self.inner.schema_for(request).await?;
         let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
@@ -154,39 +174,39 @@ impl FlightService for SluiceFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.do_get(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.do_get(request).await)
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.do_put(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.do_put(request).await)
     }
 
     async fn do_exchange(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.do_exchange(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.do_exchange(request).await)
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.do_action(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.do_action(request).await)
     }
 
     async fn list_actions(
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let request = self.authorize(request)?;
-        self.inner.list_actions(request).await
+        let (request, reply_token) = self.authorize(request)?;
+        with_reply_token(&reply_token, self.inner.list_actions(request).await)
     }
 }

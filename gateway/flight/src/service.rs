@@ -44,8 +44,31 @@ use crate::session::Sessions;
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) principal: Arc<Principal>,
-    /// The `authorization` header: sessions are keyed by it.
-    pub(crate) session_key: String,
+    /// The caller's session, as its token (or credentials) say.
+    pub(crate) session: sluice_auth::Session,
+    /// A session token to send back with the reply (settings changed).
+    pub(crate) reply_token: ReplyToken,
+}
+
+impl Caller {
+    /// What this replica keeps for the caller's session is under this.
+    pub(crate) fn session_key(&self) -> &str {
+        self.session.id()
+    }
+}
+
+/// The session token a call reissued, for the reply's `authorization` header.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplyToken(Arc<std::sync::Mutex<Option<String>>>);
+
+impl ReplyToken {
+    pub(crate) fn set(&self, token: String) {
+        *self.0.lock().expect("reply token lock") = Some(token);
+    }
+
+    pub(crate) fn take(&self) -> Option<String> {
+        self.0.lock().expect("reply token lock").take()
+    }
 }
 
 pub(crate) type DoGetStream = <SluiceSqlService as FlightService>::DoGetStream;
@@ -184,10 +207,7 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&request)?;
-        let stream = self
-            .sessions
-            .take(&ticket.statement_handle, &caller.principal)
-            .ok_or(Error::UnknownTicket)?;
+        let stream = self.redeem(&caller, &ticket.statement_handle).await?;
         Ok(Response::new(stream))
     }
 
@@ -218,13 +238,7 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<Action>,
     ) -> Result<(), Status> {
         let caller = caller(&request)?;
-        let closed = self.sessions.with(&caller.session_key, |s| {
-            s.prepared.remove(query.prepared_statement_handle.as_ref())
-        });
-        // A query it started that no GetFlightInfo claimed stops now.
-        if let Some(closed) = closed {
-            closed.first_plan.discard(&self.sessions);
-        }
+        self.close_prepared(&caller, &query.prepared_statement_handle);
         Ok(())
     }
 
@@ -234,9 +248,12 @@ impl FlightSqlService for SluiceSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let caller = caller(&request)?;
-        let handle = cmd.prepared_statement_handle.to_vec();
         let handle = self
-            .bind_parameters(&caller, handle, request.into_inner())
+            .bind_parameters(
+                &caller,
+                &cmd.prepared_statement_handle,
+                request.into_inner(),
+            )
             .await?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.into()),

@@ -1,5 +1,10 @@
-//! Per-session state kept between calls: settings, prepared statements, queries started by
-//! GetFlightInfo waiting for their DoGet, and running queries that CancelFlightInfo can stop.
+//! What this replica keeps between calls: each session's settings as changed here, the
+//! prepared statements it prepared (the plan made ahead, the parameters bound here), queries
+//! started by GetFlightInfo waiting for their DoGet, and running queries that
+//! CancelFlightInfo can stop. None of it is needed to answer a call: what a client carries
+//! (`client_state.rs`, the session token) is enough on any replica; this only saves work,
+//! and keeps settings and parameters for clients that do not take a token or handle given
+//! back to them.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,7 +23,7 @@ use tracing::Span;
 
 /// How long a started query waits for its DoGet. Clients send it as soon as the FlightInfo
 /// arrives; one that never does would otherwise keep the query's place and permit.
-const TICKET_TTL: Duration = Duration::from_secs(30);
+pub(crate) const TICKET_TTL: Duration = Duration::from_secs(30);
 /// How long an unused session keeps its settings and prepared statements.
 const SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -30,11 +35,20 @@ const SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 const FIRST_PLAN_TTL: Duration = Duration::from_secs(1);
 
 /// A prepared statement: its SQL, the parameter values bound last, and the plan made when
-/// it was prepared, until its first GetFlightInfo.
+/// it was prepared, until its first GetFlightInfo (when this replica prepared it).
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub(crate) sql: String,
     pub(crate) params: Option<Vec<ScalarValue>>,
+    pub(crate) first_plan: FirstPlan,
+}
+
+/// What this replica knows of a prepared statement beyond its handle.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LocalPrepared {
+    /// The parameters bound here last, and which binding of the statement that was.
+    pub(crate) params: Option<Vec<ScalarValue>>,
+    pub(crate) binds: u64,
     pub(crate) first_plan: FirstPlan,
 }
 
@@ -55,6 +69,8 @@ pub(crate) enum Ahead {
         /// The ingests through this gateway counted when it started: one more since, and
         /// the query runs again, so it sees what was ingested.
         ingests: u64,
+        /// The query's `W`, for its ticket.
+        watermark_ms: i64,
     },
 }
 
@@ -113,12 +129,31 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-/// One client session, keyed by its bearer token.
+/// One client session as this replica knows it, keyed by the session's id.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) settings: SessionSettings,
-    pub(crate) prepared: HashMap<Vec<u8>, Prepared>,
+    /// Which change of the session's settings `settings` is (0: none yet).
+    pub(crate) version: u64,
+    /// By handle id.
+    pub(crate) prepared: HashMap<Vec<u8>, LocalPrepared>,
     last_used: Instant,
+}
+
+impl Session {
+    /// Takes the settings a session token carries when they are newer than this
+    /// replica's (changed on another replica since).
+    pub(crate) fn catch_up(&mut self, token: &sluice_auth::Session) -> crate::error::Result<()> {
+        if token.version() > self.version {
+            let pairs = token
+                .settings()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()));
+            self.settings = SessionSettings::from_pairs(pairs)?;
+            self.version = token.version();
+        }
+        Ok(())
+    }
 }
 
 /// All sessions and the queries between GetFlightInfo and DoGet.
@@ -128,6 +163,9 @@ pub(crate) struct Sessions {
     pending: Mutex<HashMap<Vec<u8>, Pending>>,
     /// Running queries; the signal carries the outcome they end with.
     running: Mutex<HashMap<Vec<u8>, oneshot::Sender<&'static str>>>,
+    /// Tickets cancelled here, until they expire: their DoGet is refused rather than the
+    /// query run again from the ticket.
+    cancelled: Mutex<HashMap<Vec<u8>, Instant>>,
 }
 
 impl Sessions {
@@ -141,6 +179,7 @@ impl Sessions {
         }
         let session = sessions.entry(key.to_string()).or_insert_with(|| Session {
             settings: SessionSettings::default(),
+            version: 0,
             prepared: HashMap::new(),
             last_used: now,
         });
@@ -258,6 +297,15 @@ impl Sessions {
         }
     }
 
+    /// Whether the query of ticket `id` was cancelled here.
+    pub(crate) fn was_cancelled(&self, id: &[u8]) -> bool {
+        self.cancelled
+            .lock()
+            .expect("cancelled lock")
+            .get(id)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
     /// Registers a running query; the receiver fires, with the outcome to record, when it
     /// is cancelled or discarded.
     pub(crate) fn start(&self, id: &[u8]) -> oneshot::Receiver<&'static str> {
@@ -282,6 +330,12 @@ impl Sessions {
     /// Cancels a query by ticket id, whether it is waiting for its DoGet or streaming.
     /// Returns whether there was anything to cancel.
     pub(crate) fn cancel(&self, id: &[u8]) -> bool {
+        let now = Instant::now();
+        {
+            let mut cancelled = self.cancelled.lock().expect("cancelled lock");
+            cancelled.retain(|_, until| *until > now);
+            cancelled.insert(id.to_vec(), now + TICKET_TTL);
+        }
         let signalled = self.signal(id, "cancelled");
         // One still waiting for its DoGet stops now (dropped outside the lock: it records
         // its end, as cancelled, by the signal above).

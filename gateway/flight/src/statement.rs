@@ -25,19 +25,22 @@ use tonic::Status;
 use tracing::{Instrument, Span, info, info_span};
 
 use crate::audit::AuditRecord;
+use crate::client_state::{PreparedHandle, QueryTicket};
 use crate::error::{Error, Result};
 use crate::flight_info::{flight_info, schema_bytes, update_info};
 use crate::results::{QueryContext, ResultStream};
 use crate::service::{Caller, DoGetStream, SluiceSqlService};
-use crate::session::{Ahead, FirstPlan, Prepared, Sessions};
+use crate::session::{Ahead, FirstPlan, LocalPrepared, Prepared, Sessions, TICKET_TTL};
 
 /// A query routed and started, and what its FlightInfo says of it.
 struct StartedQuery {
+    /// Its id here (the local part of its ticket).
     ticket: Vec<u8>,
     stream: DoGetStream,
     schema: SchemaRef,
     /// The manifest as JSON, for the FlightInfo's `app_metadata`.
     manifest: String,
+    watermark_ms: i64,
 }
 
 /// The span of one query, from planning to its last batch: its phases (`plan`, `route`,
@@ -104,27 +107,35 @@ fn bind(query: Query, params: Option<Vec<ScalarValue>>) -> Result<Query> {
 }
 
 impl SluiceSqlService {
-    /// The settings the caller's session has changed.
-    pub(crate) fn settings(&self, caller: &Caller) -> SessionSettings {
-        self.sessions
-            .with(&caller.session_key, |s| s.settings.clone())
+    /// The settings the caller's session has changed: the newer of what its token carries
+    /// and what this replica saw last.
+    pub(crate) fn settings(&self, caller: &Caller) -> Result<SessionSettings> {
+        self.sessions.with(caller.session_key(), |s| {
+            s.catch_up(&caller.session)?;
+            Ok(s.settings.clone())
+        })
     }
 
     /// Plans `sql` with the caller's session settings.
     pub(crate) async fn plan(&self, caller: &Caller, sql: &str) -> Result<PlannedStatement> {
-        self.plan_with(caller, &self.settings(caller), sql).await
+        self.plan_with(caller, &self.settings(caller)?, sql, None)
+            .await
     }
 
-    /// Plans `sql` with the session `settings` the caller read.
+    /// Plans `sql` with the session `settings` the caller read, at the current `W` or at
+    /// `watermark_ms` (a ticket's).
     async fn plan_with(
         &self,
         caller: &Caller,
         settings: &SessionSettings,
         sql: &str,
+        watermark_ms: Option<i64>,
     ) -> Result<PlannedStatement> {
         self.admission.check_open()?;
         let span = info_span!("plan", principal = %caller.principal.name());
-        let planning = self.engine.plan(&caller.principal, settings, sql);
+        let planning = self
+            .engine
+            .plan_at(&caller.principal, settings, sql, watermark_ms);
         self.audited(caller, sql, async { Ok(planning.instrument(span).await?) })
             .await
     }
@@ -157,9 +168,21 @@ impl SluiceSqlService {
         result
     }
 
+    /// Changes a setting of the caller's session, here and in a session token reissued
+    /// with the reply, which carries it to the other replicas.
     pub(crate) fn apply_setting(&self, caller: &Caller, name: &str, value: &str) -> Result<()> {
-        self.sessions
-            .with(&caller.session_key, |s| s.settings.set(name, value))?;
+        let (settings, version) = self.sessions.with(caller.session_key(), |s| {
+            s.catch_up(&caller.session)?;
+            s.settings.set(name, value)?;
+            s.version += 1;
+            Ok::<_, Error>((s.settings.clone(), s.version))
+        })?;
+        let pairs = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let session = caller.session.clone().with_settings(pairs, version);
+        caller.reply_token.set(self.auth.reissue(&session).token);
         info!(principal = %caller.principal.name(), setting = name, value, "session setting");
         Ok(())
     }
@@ -178,10 +201,78 @@ impl SluiceSqlService {
         }
     }
 
+    /// The prepared statement of `handle`, with the parameters bound last (by the handle,
+    /// or here) and, if this replica prepared it, what it did ahead.
     pub(crate) fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<Prepared> {
-        self.sessions
-            .with(&caller.session_key, |s| s.prepared.get(handle).cloned())
-            .ok_or(Error::UnknownPreparedStatement)
+        let handle = PreparedHandle::open(self.auth.sealer(), handle, &caller.principal)?;
+        let local = self.sessions.with(caller.session_key(), |s| {
+            s.prepared.get(&handle.id).cloned()
+        });
+        let (params, first_plan) = match local {
+            Some(local) if local.binds >= handle.binds => (local.params, local.first_plan),
+            Some(local) => (handle.params()?, local.first_plan),
+            None => (handle.params()?, FirstPlan::default()),
+        };
+        Ok(Prepared {
+            sql: handle.sql,
+            params,
+            first_plan,
+        })
+    }
+
+    /// Closes a prepared statement: a query it started that no GetFlightInfo claimed stops.
+    pub(crate) fn close_prepared(&self, caller: &Caller, handle: &[u8]) {
+        // A handle that does not open (expired, say) has nothing here to close.
+        let Ok(handle) = PreparedHandle::open(self.auth.sealer(), handle, &caller.principal) else {
+            return;
+        };
+        let closed = self
+            .sessions
+            .with(caller.session_key(), |s| s.prepared.remove(&handle.id));
+        if let Some(closed) = closed {
+            closed.first_plan.discard(&self.sessions);
+        }
+    }
+
+    /// The sealed ticket of a query started here under `id`, which any replica redeems.
+    fn ticket(
+        &self,
+        caller: &Caller,
+        id: Vec<u8>,
+        sql: &str,
+        params: Option<&[ScalarValue]>,
+        settings: &SessionSettings,
+        watermark_ms: i64,
+    ) -> Result<Vec<u8>> {
+        let ticket = QueryTicket::new(id, &caller.principal, sql, params, settings, watermark_ms)?;
+        Ok(ticket.seal(self.auth.sealer(), TICKET_TTL))
+    }
+
+    /// DoGet of a ticket: the query started for it here, or, issued by another replica (or
+    /// fetched already), the same query run again at the ticket's `W` and settings.
+    pub(crate) async fn redeem(&self, caller: &Caller, ticket: &[u8]) -> Result<DoGetStream> {
+        let ticket = QueryTicket::open(self.auth.sealer(), ticket, &caller.principal)?;
+        if let Some(stream) = self.sessions.take(&ticket.id, &caller.principal) {
+            return Ok(stream);
+        }
+        // Cancelled means cancelled (on this replica; others do not know of it).
+        if self.sessions.was_cancelled(&ticket.id) {
+            return Err(Error::UnknownTicket);
+        }
+        let settings = ticket.settings()?;
+        let span = query_span(caller);
+        let planned = self
+            .plan_with(caller, &settings, &ticket.sql, Some(ticket.watermark_ms))
+            .instrument(span.clone())
+            .await?;
+        let PlannedStatement::Query(query) = planned else {
+            return Err(Error::UnknownTicket);
+        };
+        self.audited(caller, &ticket.sql, async {
+            let query = bind(*query, ticket.params()?)?;
+            Ok(self.start(caller, query, span, true).await?.stream)
+        })
+        .await
     }
 
     /// Answers GetFlightInfo for a statement: rows get a ticket, SET is applied here. What
@@ -195,7 +286,7 @@ impl SluiceSqlService {
         first_plan: Option<&FirstPlan>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
-        let settings = self.settings(caller);
+        let settings = self.settings(caller)?;
         let ahead = match first_plan.and_then(|p| p.take(&settings)) {
             Some((
                 Ahead::Started {
@@ -203,6 +294,7 @@ impl SluiceSqlService {
                     schema,
                     manifest,
                     ingests,
+                    watermark_ms,
                 },
                 usable,
             )) => {
@@ -215,6 +307,7 @@ impl SluiceSqlService {
                     && ingests == self.ingests.load(Ordering::Acquire)
                     && self.sessions.claim(&ticket, &caller.principal);
                 if usable {
+                    let ticket = self.ticket(caller, ticket, sql, None, &settings, watermark_ms)?;
                     return parked_info(ticket, &schema, manifest, descriptor);
                 }
                 // Stale: it runs again, from a new plan.
@@ -233,7 +326,7 @@ impl SluiceSqlService {
             None => {
                 let span = query_span(caller);
                 let planned = self
-                    .plan_with(caller, &settings, sql)
+                    .plan_with(caller, &settings, sql, None)
                     .instrument(span.clone())
                     .await?;
                 (planned, span)
@@ -249,24 +342,50 @@ impl SluiceSqlService {
                 // FlightInfo travels to the client and the DoGet comes back (every client
                 // follows one with the other at once). The route is chosen now, so the
                 // FlightInfo can say how the result is computed.
+                PlannedStatement::Query(query) if !self.starts_ahead() => {
+                    let mut query = bind(*query, params.clone())?;
+                    span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
+                    let manifest = query.manifest().to_json();
+                    let ticket = self.ticket(
+                        caller,
+                        Sessions::new_ticket_id(),
+                        sql,
+                        params.as_deref(),
+                        &settings,
+                        query.watermark_ms(),
+                    )?;
+                    parked_info(ticket, &query.schema(), manifest, descriptor)
+                }
                 PlannedStatement::Query(query) => {
-                    let query = bind(*query, params)?;
+                    let query = bind(*query, params.clone())?;
                     let started = self.start(caller, query, span, true).await?;
                     self.sessions.park(
                         started.ticket.clone(),
                         started.stream,
                         Arc::clone(&caller.principal),
                     );
-                    parked_info(
+                    let ticket = self.ticket(
+                        caller,
                         started.ticket,
-                        &started.schema,
-                        started.manifest,
-                        descriptor,
-                    )
+                        sql,
+                        params.as_deref(),
+                        &settings,
+                        started.watermark_ms,
+                    )?;
+                    parked_info(ticket, &started.schema, started.manifest, descriptor)
                 }
             }
         })
         .await
+    }
+
+    /// Whether a query starts before its DoGet (at GetFlightInfo, or at prepare): only
+    /// when the DoGet comes back here. Replicas sharing a `replica_secret` may each serve
+    /// it, and a query started for a DoGet served elsewhere would run twice and hold a
+    /// place and its principal's permit until its ticket expired; they run the query at
+    /// its DoGet instead (its FlightInfo is planned and routed, not run).
+    fn starts_ahead(&self) -> bool {
+        !self.auth.sealer().is_shared()
     }
 
     /// CreatePreparedStatement: plans the statement, keeps it in the session, and starts
@@ -276,11 +395,11 @@ impl SluiceSqlService {
         caller: &Caller,
         sql: String,
     ) -> Result<ActionCreatePreparedStatementResult> {
-        let settings = self.settings(caller);
+        let settings = self.settings(caller)?;
         // The query's span starts here: its `plan` phase is this call's.
         let span = query_span(caller);
         let planned = self
-            .plan_with(caller, &settings, &sql)
+            .plan_with(caller, &settings, &sql, None)
             .instrument(span.clone())
             .await?;
         let (dataset_schema, parameter_schema, first_plan) = match planned {
@@ -298,22 +417,25 @@ impl SluiceSqlService {
                     .await;
                 (dataset_schema, params, first_plan)
             }
-            // JDBC takes an empty dataset schema to mean an update.
-            PlannedStatement::Set { .. } => (Bytes::new(), Bytes::new(), FirstPlan::default()),
+            // Applied now as well as when executed: ADBC takes a new session token only
+            // from a streamed reply, which this (a DoAction) is and its GetFlightInfo is
+            // not, and ADBC and JDBC execute what they prepare at once. JDBC takes an empty
+            // dataset schema to mean an update.
+            PlannedStatement::Set { name, value } => {
+                self.apply_setting(caller, &name, &value)?;
+                (Bytes::new(), Bytes::new(), FirstPlan::default())
+            }
         };
-        let handle = rand::random::<[u8; 16]>().to_vec();
-        self.sessions.with(&caller.session_key, |s| {
-            s.prepared.insert(
-                handle.clone(),
-                Prepared {
-                    sql,
-                    params: None,
-                    first_plan,
-                },
-            )
+        let handle = PreparedHandle::new(&caller.principal, sql);
+        self.sessions.with(caller.session_key(), |s| {
+            let local = LocalPrepared {
+                first_plan,
+                ..LocalPrepared::default()
+            };
+            s.prepared.insert(handle.id.clone(), local)
         });
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle.into(),
+            prepared_statement_handle: handle.seal(self.auth.sealer()).into(),
             dataset_schema,
             parameter_schema,
         })
@@ -333,7 +455,7 @@ impl SluiceSqlService {
         has_parameters: bool,
         span: Span,
     ) -> FirstPlan {
-        if !self.start_at_prepare || has_parameters {
+        if !self.start_at_prepare || has_parameters || !self.starts_ahead() {
             return FirstPlan::new(Ahead::Planned(Box::new(query), span), settings);
         }
         // Counted before the query reads anything: an ingest that ends after this makes
@@ -344,6 +466,7 @@ impl SluiceSqlService {
             stream,
             schema,
             manifest,
+            watermark_ms,
         }) = self.start(caller, query, span, false).await
         else {
             return FirstPlan::default();
@@ -360,34 +483,34 @@ impl SluiceSqlService {
             schema,
             manifest,
             ingests,
+            watermark_ms,
         };
         FirstPlan::new(ahead, settings)
     }
 
-    /// DoPut of a prepared statement's parameters: kept for its next run.
+    /// DoPut of a prepared statement's parameters: kept here for its next run, and in the
+    /// handle given back, which carries them to any replica.
     pub(crate) async fn bind_parameters(
         &self,
         caller: &Caller,
-        handle: Vec<u8>,
+        handle: &[u8],
         data: PeekableFlightDataStream,
     ) -> Result<Vec<u8>> {
-        self.prepared(caller, &handle)?;
+        let handle = PreparedHandle::open(self.auth.sealer(), handle, &caller.principal)?;
         let stream = data.map_err(FlightError::from);
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
             .try_collect()
             .await
             .map_err(|e| Error::InvalidRequest(format!("reading parameters: {e}")))?;
         let params = parameter_row(&batches)?;
-        let found = self.sessions.with(&caller.session_key, |s| {
-            s.prepared
-                .get_mut(&handle)
-                .map(|p| p.params = params)
-                .is_some()
+        let binds = self.sessions.with(caller.session_key(), |s| {
+            let local = s.prepared.entry(handle.id.clone()).or_default();
+            local.binds = local.binds.max(handle.binds) + 1;
+            local.params.clone_from(&params);
+            local.binds
         });
-        if !found {
-            return Err(Error::UnknownPreparedStatement);
-        }
-        Ok(handle)
+        let bound = handle.bound(params.as_deref(), binds)?;
+        Ok(bound.seal(self.auth.sealer()))
     }
 
     /// DoGet of a prepared statement without its GetFlightInfo: planned and run now.
@@ -448,6 +571,7 @@ impl SluiceSqlService {
         };
         let schema: SchemaRef = query.schema();
         let sql = query.sql().to_string();
+        let watermark_ms = query.watermark_ms();
         let (stream, manifest) = query
             .execute()
             .instrument(info_span!(parent: &span, "execute"))
@@ -491,6 +615,7 @@ impl SluiceSqlService {
             stream: Box::pin(flight),
             schema,
             manifest: manifest_json,
+            watermark_ms,
         })
     }
 }

@@ -227,6 +227,19 @@ impl QueryEngine {
         settings: &SessionSettings,
         sql: &str,
     ) -> Result<PlannedStatement> {
+        self.plan_at(principal, settings, sql, None).await
+    }
+
+    /// [`Self::plan`] at a given `W` (`watermark_ms`), that of the query a ticket was issued
+    /// for (by this replica or another), so that its results are the ones planned then;
+    /// `None` reads the current `W`.
+    pub async fn plan_at(
+        &self,
+        principal: &Principal,
+        settings: &SessionSettings,
+        sql: &str,
+        watermark_ms: Option<i64>,
+    ) -> Result<PlannedStatement> {
         let mut state = self.base.clone();
         settings.apply(state.config_mut().options_mut())?;
         let original_sql: Arc<str> = sql.into();
@@ -254,7 +267,10 @@ impl QueryEngine {
         }
         // Read before parsing, so that a statement planned before at this W skips planning.
         // A failed read only matters to a query: it is reported below, after parsing.
-        let watermark = self.watermark.current_ms().await;
+        let watermark = match watermark_ms {
+            Some(pinned) => Ok(pinned),
+            None => self.watermark.current_ms().await,
+        };
         let key = watermark.as_ref().ok().map(|&watermark_ms| PlanKey {
             sql: original_sql.to_string(),
             settings: settings.clone(),
@@ -406,6 +422,11 @@ impl Query {
     /// The statement as the client sent it.
     pub fn sql(&self) -> &str {
         &self.sql
+    }
+
+    /// The `W` this query reads at (ms since the epoch).
+    pub fn watermark_ms(&self) -> i64 {
+        self.scope.watermark_ms
     }
 
     /// The schema of the rows the query returns.

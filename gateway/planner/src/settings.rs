@@ -243,6 +243,15 @@ impl SessionSettings {
         Ok(())
     }
 
+    /// Settings recorded by [`Self::set`] (on this replica or another), checked again.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let mut settings = Self::default();
+        for (name, value) in pairs {
+            settings.set(name, value)?;
+        }
+        Ok(settings)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }

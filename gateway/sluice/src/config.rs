@@ -75,6 +75,11 @@ pub(crate) struct ServerSection {
     /// session settings and no ingest through Sluice in between; else the query runs again.
     #[serde(default = "default_start_at_prepare")]
     pub(crate) start_at_prepare: bool,
+    /// Replicas given the same secret (at least 32 bytes) accept each other's session
+    /// tokens, prepared-statement handles and tickets, so a balancer may send any call to
+    /// any of them. Unset: a random secret of this process.
+    #[serde(default)]
+    pub(crate) replica_secret: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -85,6 +90,7 @@ impl Default for ServerSection {
             memory_pool_mb: default_memory_pool(),
             plan_cache_entries: default_plan_cache_entries(),
             start_at_prepare: default_start_at_prepare(),
+            replica_secret: None,
         }
     }
 }
@@ -138,6 +144,9 @@ struct PrincipalsFile {
 pub(crate) struct EmbeddedSection {
     /// Days served by the hot store.
     pub(crate) hot_days: Option<u32>,
+    /// Where the derived rollup files are built and read (default: the dataset's
+    /// `rollups/`); a folder Sluice may write when the dataset is read-only.
+    pub(crate) rollups_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +258,7 @@ impl FileConfig {
             .and_then(|j| j.public_key_file.as_mut());
         for p in [
             self.data.as_mut(),
+            self.embedded.rollups_dir.as_mut(),
             self.audit.file.as_mut(),
             self.principals_file.as_mut(),
             jwt_key,

@@ -126,6 +126,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         session_ttl: Duration::from_secs(file.auth.session_ttl_secs),
         jwt: file.auth.jwt.clone(),
         limits,
+        replica_secret: file.server.replica_secret.clone(),
     };
     let tls = tls(&args.tls_cert, &args.tls_key, file.tls.as_ref(), listen)?;
     let server = &file.server;
@@ -134,6 +135,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     configured_sources(&file, data.as_deref(), demo_logins)?;
     if args.check {
         // Everything but the data and the sources: those need the network or the disk.
+        if let Some(secret) = &options.replica_secret {
+            sluice_auth::Sealer::from_secret(secret)?;
+        }
         if !demo_logins {
             Authenticator::new(&file.principal, &options)?;
         }
@@ -157,7 +161,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     // dataset folder is read, and no demo is generated beside them.
     let dataset = match file.clickhouse {
         Some(_) => None,
-        None => Some(dataset(data)?),
+        None => {
+            let opened = dataset(data)?;
+            Some(match &file.embedded.rollups_dir {
+                Some(dir) => opened.with_rollups_dir(dir.clone()),
+                None => opened,
+            })
+        }
     };
     let principals = match &dataset {
         Some(dataset) if demo_logins => demo_principals(dataset),
@@ -340,6 +350,7 @@ fn effective(
          server.memory_pool_mb = {}\n\
          server.plan_cache_entries = {}\n\
          server.start_at_prepare = {}\n\
+         server.replica_secret = {}\n\
          limits.max_concurrent_queries = {}\n\
          limits.query_timeout_secs = {}\n\
          limits.query_memory_mb = {}\n\
@@ -352,6 +363,11 @@ fn effective(
         file.server.memory_pool_mb,
         file.server.plan_cache_entries,
         file.server.start_at_prepare,
+        if file.server.replica_secret.is_some() {
+            "set (replicas sharing it answer each other's calls)"
+        } else {
+            "none (a random secret of this process)"
+        },
         limits.max_concurrent_queries,
         or_none(limits.query_timeout.map(|d| d.as_secs().to_string())),
         or_none(

@@ -608,7 +608,8 @@ mod tests {
             ),
         };
         let refused = ["map", "tuple", "uuid", "ipv4", "int128", "uint256"];
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/native");
+        let root = sluice_tests::repo_root().join("tests/golden/native");
+        let root = root.display();
         let mut seen = 0;
         for version in ["18.16", "26.9"] {
             for entry in std::fs::read_dir(format!("{root}/{version}")).unwrap() {
