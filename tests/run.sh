@@ -42,7 +42,7 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x "$NGINX_DIR/usr/sbin/nginx" ]; t
 fi
 redis-server --version
 clickhouse-client --version
-{ command -v nginx || echo "$NGINX_DIR/usr/sbin/nginx"; } | xargs -I{} {} -v
+"$(command -v nginx || echo "$NGINX_DIR/usr/sbin/nginx")" -v
 
 step "Python client environment ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
