@@ -3,8 +3,8 @@
     python bench/replicas.py --sluice target/release/sluice [--users 40 --years 4]
 
 A private ClickHouse and Redis are loaded as in bench/sluice_bench.py; then nginx
-(tests/servers/nginx.py: `grpc_pass`, round robin, each call on its own) fronts one replica,
-then two sharing `[server] replica_secret`, and `--clients` agents ask random seed questions
+(tests/servers/nginx.py: `grpc_pass`, round robin, each call on its own) fronts one replica
+without and with `[server] replica_secret`, then two sharing it, and `--clients` agents ask random seed questions
 for `--seconds` at each count. Printed and written to --out: queries per second, latency
 percentiles, errors, and the CPU seconds per query of the replicas (together) and of nginx.
 Every replica shares this machine's cores with the others, ClickHouse, Redis, nginx and the
@@ -85,20 +85,26 @@ def main():
             users = [f"u{i:04d}" for i in range(1, args.users + 1)]
             sample = users[:: max(1, args.users // args.listeners)][: args.listeners]
             contexts = [Q.pick_context(duck, u, end, w) for u in sample]
-            for count in (1, 2):
+            # One replica without a shared secret too: it starts queries ahead of their
+            # DoGet, which replicas sharing one cannot (docs/scaling.md); the difference is
+            # what that costs.
+            for count, shared in ((1, False), (1, True), (2, True)):
+                env = {"SLUICE_SERVER__REPLICA_SECRET": SECRET} if shared else {}
                 replicas = [Gateway([args.sluice, "serve", "--config", config, "--listen",
-                                     f"127.0.0.1:{free_port()}"], tmp / f"replica-{count}-{i}.log",
-                                    env={"SLUICE_SERVER__REPLICA_SECRET": SECRET})
+                                     f"127.0.0.1:{free_port()}"],
+                                    tmp / f"replica-{count}-{shared}-{i}.log", env=env)
                             for i in range(count)]
                 addresses = [r.uri.removeprefix("grpc://") for r in replicas]
-                balancer = GrpcBalancer(tmp / f"nginx-{count}", addresses).start()
+                balancer = GrpcBalancer(tmp / f"nginx-{count}-{shared}", addresses).start()
                 try:
                     nginx = Process(balancer.proc.pid)
                     nginx0 = nginx.cpu()
-                    log(f"{count} replica(s): {args.clients} clients for {args.seconds:.0f} s")
+                    log(f"{count} replica(s), {'a shared' if shared else 'no'} replica_secret: "
+                        f"{args.clients} clients for {args.seconds:.0f} s")
                     run = workload(Balanced(replicas, balancer), contexts, args.clients,
                                    args.seconds)
                     run["replicas"] = count
+                    run["replica_secret"] = shared
                     run["nginx_cpu_ms_per_query"] = \
                         (nginx.cpu() - nginx0) * 1e3 / max(run["queries"], 1)
                     served = balancer.served_by()
