@@ -15,6 +15,7 @@ import threading
 import time
 
 import adbc_driver_manager
+import jwt
 import pyarrow as pa
 import pytest
 
@@ -23,10 +24,12 @@ from conftest import (ME, GrpcBalancer, free_port, sluice, sluice_bin, start_cli
                       start_redis,
                       start_server, wait_until, write_clickhouse_config)
 from helpers import duck_rows, sluice_rows, table_rows
-from test_auth_tls_limits import TLS_ROOTS, self_signed
+from test_auth_tls_limits import AUTH_HEADER, TLS_ROOTS, self_signed
 from test_routes import manifest_of
 
 SECRET = "balancer-test-replica-secret-0123456789"
+JWT_SECRET = "balancer-test-jwt-secret-0123456789abcdef"
+STATIC_TOKEN = "balancer-test-static-token-of-an-agent"
 
 TOP_ARTISTS = """SELECT a.artist_name, count(*) AS plays FROM streams s
     JOIN tracks t ON s.track_uri = t.track_uri JOIN artists a ON t.artist_uri = a.artist_uri
@@ -94,7 +97,10 @@ def deployment(tmp_path_factory, dataset_dir):
     _, redis_port = next(redis_gen)
     config = write_clickhouse_config(
         folder, clickhouse.url, database="sluice_balanced",
-        extra=f'[redis]\nurl = "redis://127.0.0.1:{redis_port}/"\ncommand_timeout_ms = 1000\n')
+        extra=f'[redis]\nurl = "redis://127.0.0.1:{redis_port}/"\ncommand_timeout_ms = 1000\n'
+              f'[auth.jwt]\nalgorithm = "HS256"\nsecret = "{JWT_SECRET}"\n'
+              f'[[principal]]\nname = "agent"\ntoken = "{STATIC_TOKEN}"\nrole = "listener"\n'
+              f'user_id = "{ME}"\n')
     sluice("clickhouse", "init", "--config", config)
     sluice("load", "--config", config, "--from", dataset_dir)
     yield config
@@ -145,6 +151,27 @@ def test_adbc_calls_spread_over_replicas_answer_as_duckdb(balanced, mine):
     # Each query is four calls or more (prepare, bind, FlightInfo, DoGet) spread over both.
     assert set(served) == set(replicas.addresses), served
     assert len(served) >= 20
+
+
+def test_static_tokens_and_jwts_through_the_balancer(balanced, mine):
+    """Bearer credentials sent on every call (no handshake): a static token and a JWT, each
+    with a new cursor per query and bound parameters, over both replicas."""
+    balancer, replicas = balanced
+    since = len(balancer.served_by())
+    token = jwt.encode({"sub": "agent-jwt", "role": "listener", "user_id": ME,
+                        "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256")
+    track = duck_rows(mine, "SELECT track_uri FROM streams ORDER BY ts LIMIT 1")[0][0]
+    expected = duck_rows(mine, BY_TRACK.replace("?", f"'{track}'"))
+    for bearer in (STATIC_TOKEN, token):
+        conn = flight_sql.connect(balancer.uri, db_kwargs={AUTH_HEADER: f"Bearer {bearer}"},
+                                  autocommit=True)
+        try:
+            for _ in range(2):
+                assert sluice_rows(conn, TOP_ARTISTS) == duck_rows(mine, TOP_ARTISTS)
+                assert sluice_rows(conn, BY_TRACK, [track]) == expected
+        finally:
+            conn.close()
+    assert both_served(balancer, since) == set(replicas.addresses)
 
 
 def test_a_session_setting_holds_on_every_replica(balanced, mine):
