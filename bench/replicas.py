@@ -15,8 +15,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,10 +22,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests" / "servers"))
-import questions as Q  # noqa: E402
 from sluice_bench import (  # noqa: E402
-    Gateway, Process, free_port, load, log, open_duck, prepare, wait_port, workload)
-from clickhouse import ClickHouse  # noqa: E402
+    Gateway, Process, free_port, loaded_stack, log, workload)
 from nginx import GrpcBalancer  # noqa: E402
 
 import adbc_driver_flightsql.dbapi as flight_sql  # noqa: E402
@@ -70,27 +66,13 @@ def main():
                "scale": {"users": args.users, "years": args.years}, "setup": {}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="sluice-replicas-") as tmp:
         tmp = Path(tmp)
-        data, end = prepare(args, tmp, results)
-        w = dt.datetime.combine(end - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
-        duck = open_duck(data)
-        clickhouse = ClickHouse(tmp / "clickhouse").start()
-        redis_port = free_port()
-        redis_proc = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_port(redis_port)
-            config = load(args, tmp, data, clickhouse, redis_port, w, duck, results)
-            users = [f"u{i:04d}" for i in range(1, args.users + 1)]
-            sample = users[:: max(1, args.users // args.listeners)][: args.listeners]
-            contexts = [Q.pick_context(duck, u, end, w) for u in sample]
+        with loaded_stack(args, tmp, results) as stack:
             # One replica without a shared secret too: it starts queries ahead of their
             # DoGet, which replicas sharing one cannot (docs/scaling.md); the difference is
             # what that costs.
             for count, shared in ((1, False), (1, True), (2, True)):
                 env = {"SLUICE_SERVER__REPLICA_SECRET": SECRET} if shared else {}
-                replicas = [Gateway([args.sluice, "serve", "--config", config, "--listen",
+                replicas = [Gateway([args.sluice, "serve", "--config", stack.config, "--listen",
                                      f"127.0.0.1:{free_port()}"],
                                     tmp / f"replica-{count}-{shared}-{i}.log", env=env)
                             for i in range(count)]
@@ -101,7 +83,7 @@ def main():
                     nginx0 = nginx.cpu()
                     log(f"{count} replica(s), {'a shared' if shared else 'no'} replica_secret: "
                         f"{args.clients} clients for {args.seconds:.0f} s")
-                    run = workload(Balanced(replicas, balancer), contexts, args.clients,
+                    run = workload(Balanced(replicas, balancer), stack.contexts, args.clients,
                                    args.seconds)
                     run["replicas"] = count
                     run["replica_secret"] = shared
@@ -119,10 +101,6 @@ def main():
                     balancer.stop()
                     for r in replicas:
                         r.stop()
-        finally:
-            clickhouse.stop()
-            redis_proc.terminate()
-            redis_proc.wait()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     log(f"wrote {args.out}")
 

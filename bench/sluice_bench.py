@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -656,6 +657,35 @@ def soak_and_allocators(args, tmp, config, data, contexts):
 # ---------------------------------------------------------------------------------- main
 
 
+@contextlib.contextmanager
+def loaded_stack(args, tmp, results):
+    """The dataset generated (`args.users` x `args.years`), DuckDB over it, and a private
+    ClickHouse and Redis loaded with it by `sluice load`, as a deployment has them; yields
+    them with the `args.listeners` listeners sampled (and their question contexts), and
+    stops exactly the servers it started."""
+    data, end = prepare(args, tmp, results)
+    w = dt.datetime.combine(end - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
+    duck = open_duck(data)
+    clickhouse = ClickHouse(tmp / "clickhouse").start()
+    redis_port = free_port()
+    redis_proc = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(redis_port)
+        config = load(args, tmp, data, clickhouse, redis_port, w, duck, results)
+        users = [f"u{i:04d}" for i in range(1, args.users + 1)]
+        sample = users[:: max(1, args.users // args.listeners)][: args.listeners]
+        contexts = [Q.pick_context(duck, u, end, w) for u in sample]
+        yield types.SimpleNamespace(data=data, end=end, w=w, duck=duck, clickhouse=clickhouse,
+                                    redis_port=redis_port, config=config, users=users,
+                                    contexts=contexts)
+    finally:
+        stop(redis_proc)
+        clickhouse.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -712,60 +742,56 @@ def main():
     }
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         tmp = Path(tmp)
-        data, end = prepare(args, tmp, results)
-        w = dt.datetime.combine(end - dt.timedelta(days=7), dt.time(), tzinfo=dt.timezone.utc)
-        duck = open_duck(data)
-        clickhouse = ClickHouse(tmp / "clickhouse").start()
-        redis_port = free_port()
-        redis_proc = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        gw = floor_gw = None
-        try:
-            wait_port(redis_port)
-            config = load(args, tmp, data, clickhouse, redis_port, w, duck, results)
-            users = [f"u{i:04d}" for i in range(1, args.users + 1)]
-            sample = users[:: max(1, args.users // args.listeners)][: args.listeners]
-            contexts = [Q.pick_context(duck, u, end, w) for u in sample]
-            analyst_ctx = Q.Context(user="analyst", end=end, w=w)
-            ch = ClickHouseHttp(clickhouse.url)
-            r = redis.Redis(host="127.0.0.1", port=redis_port)
-
-            gw = start_sluice(args.sluice, config, tmp, "sluice")
-            if args.profile == "bulk":
-                with perf_recording(args, gw):
-                    log(f"profile: {bulk_export(args, gw, ch, users[: args.bulk_listeners], w)}")
+        with loaded_stack(args, tmp, results) as stack:
+            if not run_phases(args, tmp, results, stack):
                 return
-            if args.profile:
-                profile(args, gw, ch, contexts, analyst_ctx)
-                return
-            floor_gw = Gateway([args.floor, "127.0.0.1:0"], tmp / "floor.log")
-            sampler = Sampler(gw.stats)
-            sampler.start()
-            results["latency"] = latency(args, gw, floor_gw, ch, r, duck, contexts, analyst_ctx)
-            results["floor"] = floor(args, gw, floor_gw)
-            results["throughput"] = []
-            for clients in sorted({1, min(8, args.clients_max), args.clients_max}):
-                log(f"throughput: {clients} clients for {args.workload_seconds:.0f} s")
-                results["throughput"].append(
-                    workload(gw, contexts, clients, args.workload_seconds))
-            results["bulk_export"] = bulk_export(
-                args, gw, ch, users[: args.bulk_listeners], w)
-            results["rss_main_run"] = sampler.finish()
-            gw.stop()
-            gw = None
-            results["memory"] = soak_and_allocators(args, tmp, config, data, contexts)
-        finally:
-            for g in (gw, floor_gw):
-                if g is not None:
-                    g.stop()
-            stop(redis_proc)
-            clickhouse.stop()
     results["total_s"] = time.perf_counter() - started
     report.write(args.out, results)
     log(f"done in {results['total_s'] / 60:.1f} min; results in {args.out}")
     print((args.out / "results.md").read_text())
+
+
+def run_phases(args, tmp, results, stack):
+    """The benchmark's phases over a loaded stack; False when it ran a profile instead
+    (which writes no results)."""
+    data, end, w, duck = stack.data, stack.end, stack.w, stack.duck
+    clickhouse, redis_port, config = stack.clickhouse, stack.redis_port, stack.config
+    users, contexts = stack.users, stack.contexts
+    gw = floor_gw = None
+    try:
+        analyst_ctx = Q.Context(user="analyst", end=end, w=w)
+        ch = ClickHouseHttp(clickhouse.url)
+        r = redis.Redis(host="127.0.0.1", port=redis_port)
+
+        gw = start_sluice(args.sluice, config, tmp, "sluice")
+        if args.profile == "bulk":
+            with perf_recording(args, gw):
+                log(f"profile: {bulk_export(args, gw, ch, users[: args.bulk_listeners], w)}")
+            return
+        if args.profile:
+            profile(args, gw, ch, contexts, analyst_ctx)
+            return
+        floor_gw = Gateway([args.floor, "127.0.0.1:0"], tmp / "floor.log")
+        sampler = Sampler(gw.stats)
+        sampler.start()
+        results["latency"] = latency(args, gw, floor_gw, ch, r, duck, contexts, analyst_ctx)
+        results["floor"] = floor(args, gw, floor_gw)
+        results["throughput"] = []
+        for clients in sorted({1, min(8, args.clients_max), args.clients_max}):
+            log(f"throughput: {clients} clients for {args.workload_seconds:.0f} s")
+            results["throughput"].append(
+                workload(gw, contexts, clients, args.workload_seconds))
+        results["bulk_export"] = bulk_export(
+            args, gw, ch, users[: args.bulk_listeners], w)
+        results["rss_main_run"] = sampler.finish()
+        gw.stop()
+        gw = None
+        results["memory"] = soak_and_allocators(args, tmp, config, data, contexts)
+        return True
+    finally:
+        for g in (gw, floor_gw):
+            if g is not None:
+                g.stop()
 
 
 if __name__ == "__main__":

@@ -389,7 +389,7 @@ impl Authenticator {
     /// Ends a session (CloseSession): its token is refused here from now on. Other
     /// replicas accept it until it expires; credentials sent on every call stay valid.
     pub fn close_session(&self, session: &Session) {
-        if session.kind != SessionKind::Token {
+        if !session.from_token() {
             return;
         }
         let now = now_s();

@@ -344,7 +344,7 @@ impl SluiceSqlService {
                 // FlightInfo can say how the result is computed.
                 PlannedStatement::Query(query) if !self.starts_ahead() => {
                     let mut query = bind(*query, params.clone())?;
-                    span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
+                    route(&mut query, &span)?;
                     let manifest = query.manifest().to_json();
                     let ticket = self.ticket(
                         caller,
@@ -546,8 +546,7 @@ impl SluiceSqlService {
         span: Span,
         asked: bool,
     ) -> Result<StartedQuery> {
-        // Each phase runs inside the query span: a span's end is its last exit.
-        span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
+        route(&mut query, &span)?;
         let manifest_json = query.manifest().to_json();
         // Tickets never redeemed give back their place before this query takes one.
         self.sessions.drop_expired_tickets();
@@ -618,6 +617,13 @@ impl SluiceSqlService {
             watermark_ms,
         })
     }
+}
+
+/// Routes `query` (the hot/cold split, rollups, federation) in its `route` phase, inside
+/// the query span: a span's end is its last exit.
+fn route(query: &mut Query, span: &Span) -> Result<()> {
+    span.in_scope(|| info_span!("route").in_scope(|| query.optimize()))?;
+    Ok(())
 }
 
 /// The FlightInfo of a query parked under `ticket`.
