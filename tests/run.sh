@@ -60,6 +60,15 @@ fi
 step "cargo build (release)"
 cargo build --release --workspace --bins --locked
 
+# arrow-rs's own Flight SQL client (tests/python/test_client_rust.py): the arrow-flight
+# crate's CLI at the workspace's version, installed once into a cache outside the clone.
+TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice/tools}"
+ARROW_FLIGHT="$(grep -A1 '^name = "arrow-flight"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')"
+step "flight_sql_client $ARROW_FLIGHT (arrow-flight's CLI, into $TOOLS)"
+cargo install --quiet --locked arrow-flight --version "=$ARROW_FLIGHT" \
+  --features cli,flight-sql,tls-ring --bin flight_sql_client --root "$TOOLS"
+export FLIGHT_SQL_CLIENT="$TOOLS/bin/flight_sql_client"
+
 step "cargo test (unit, end-to-end, and the connectors against real servers)"
 cargo test --release --workspace --locked
 

@@ -229,7 +229,7 @@ def start_redis(folder):
 
 sys.path.insert(0, str(REPO / "tests" / "servers"))
 from chdb_front import ChdbClickHouse  # noqa: E402  (ClickHouse 26.9's engine behind an HTTP front)
-from clickhouse import ClickHouse  # noqa: E402  (the private-server helper, shared with bench/)
+from clickhouse import ClickHouse, start_cluster  # noqa: E402  (private servers, shared with bench/)
 from nginx import GrpcBalancer  # noqa: E402,F401  (a private nginx balancing gRPC calls)
 
 CLICKHOUSE_DB = "sluice_test"
@@ -255,6 +255,30 @@ def start_clickhouse(folder, version=SERVER_18):
         yield server
     finally:
         server.stop()
+
+
+# The `remote_servers` cluster of the sharded tests: two private 18.16 servers, one shard each.
+CLUSTER = "sluice_shards"
+SHARDED = f"clickhouse-{SERVER_18}-cluster"
+
+
+def start_clickhouse_cluster(folder, count=2):
+    """Starts `count` private 18.16 servers, each a shard of `CLUSTER`; yields them and stops
+    exactly those processes."""
+    assert shutil.which("clickhouse-server"), \
+        "clickhouse-server is not installed (tests/run.sh installs it)"
+    servers = start_cluster(folder, CLUSTER, count)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def cluster_config_extra(shards):
+    """The `[clickhouse]` lines of a sharded deployment (after `url`)."""
+    urls = ", ".join(f'"{s.url}"' for s in shards)
+    return f'cluster = "{CLUSTER}"\nshards = [{urls}]\n'
 
 
 def needs_the_real_server(clickhouse, what):
@@ -353,6 +377,32 @@ class ClickHouseStacks:
             return server
         return self._once(("full_stack", version), make)
 
+    def cluster(self):
+        """Two private 18.16 servers as the shards of `CLUSTER`."""
+        return self._once(("cluster",), lambda: self._start(
+            start_clickhouse_cluster(self._tmp.mktemp("cluster"))))
+
+    def cluster_stack(self):
+        """The sharded ClickHouse as the cold store (entered through its first shard) and a
+        private Redis as the hot store, initialised (twice) and loaded through Sluice."""
+        def make():
+            folder = self._tmp.mktemp("cluster-stack")
+            shards = self.cluster()
+            _, port = self._start(start_redis(folder))
+            path = write_clickhouse_config(
+                folder, shards[0].url,
+                extra=cluster_config_extra(shards)
+                + f'[redis]\nurl = "redis://127.0.0.1:{port}/"\ncommand_timeout_ms = 1000\n')
+            for _ in range(2):
+                sluice("clickhouse", "init", "--config", path)
+            sluice("load", "--config", path, "--from", self._data)
+            server = self._start(start_server(self._data, "--config", str(path), data=False))
+            server.clickhouse_version = SERVER_18
+            server.shards = shards
+            server.config_path = path
+            return server
+        return self._once(("cluster_stack",), make)
+
     def close(self):
         for gen in reversed(self._running):
             gen.close()
@@ -386,15 +436,18 @@ def full_stack(clickhouse, stacks):
     return stacks.full_stack(clickhouse.version)
 
 
-GATEWAYS = ["embedded"] + [f"clickhouse-{v}+redis" for v in CLICKHOUSE_VERSIONS]
+GATEWAYS = (["embedded"] + [f"clickhouse-{v}+redis" for v in CLICKHOUSE_VERSIONS]
+            + [f"{SHARDED}+redis"])
 
 
 def gateway_named(request, name):
-    """The gateway `name` names: "embedded", "clickhouse-<version>" (ClickHouse alone) or
-    "clickhouse-<version>+redis"."""
+    """The gateway `name` names: "embedded", "clickhouse-<version>" (ClickHouse alone),
+    "clickhouse-<version>+redis", or `SHARDED`+"+redis" (two shards and Redis)."""
     if name == "embedded":
         return request.getfixturevalue("server")
     stacks = request.getfixturevalue("stacks")
+    if name == f"{SHARDED}+redis":
+        return stacks.cluster_stack()
     version = name.removeprefix("clickhouse-").removesuffix("+redis")
     return stacks.full_stack(version) if name.endswith("+redis") else stacks.server(version)
 
@@ -402,7 +455,7 @@ def gateway_named(request, name):
 @pytest.fixture(scope="session", params=GATEWAYS)
 def gateway(request):
     """Each gateway the listener-side suites run against: the embedded default, and
-    ClickHouse (cold, each version) + Redis (hot)."""
+    ClickHouse (cold: each version, and two 18.16 shards) + Redis (hot)."""
     return gateway_named(request, request.param)
 
 

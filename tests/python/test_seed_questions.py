@@ -1,13 +1,14 @@
 """The seed questions, asked by a listener through the real ADBC driver, answered the same
 as DuckDB computes them from the generated Parquet files (with the listener's filter written
 out: Sluice adds it itself). Every question runs against the embedded default and against
-Sluice with ClickHouse (a private server, loaded by `sluice load`) as the cold store."""
+Sluice with ClickHouse (a private server, loaded by `sluice load`) as the cold store, and
+against two 18.16 servers as the shards of one cluster (with Redis as the hot store)."""
 
 import datetime as dt
 
 import pytest
 
-from conftest import CLICKHOUSE_VERSIONS, END, connect, gateway_named
+from conftest import CLICKHOUSE_VERSIONS, END, SHARDED, connect, gateway_named
 from helpers import duck_rows, sluice_rows
 
 ME = "u0002"
@@ -15,7 +16,8 @@ YEAR = END.year - 5
 
 
 @pytest.fixture(scope="module",
-                params=["embedded"] + [f"clickhouse-{v}" for v in CLICKHOUSE_VERSIONS])
+                params=["embedded"] + [f"clickhouse-{v}" for v in CLICKHOUSE_VERSIONS]
+                + [f"{SHARDED}+redis"])
 def gateway(request):
     return gateway_named(request, request.param)
 

@@ -37,14 +37,16 @@ def _set(xml, tag, value):
 
 
 class ClickHouse:
-    """One running private server."""
+    """One running private server. `remote_servers` (XML: the clusters it knows, see
+    `cluster_xml`) replaces the package's test clusters."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, remote_servers: str = ""):
         self.root = Path(root)
         self.http_port = free_port()
         self.tcp_port = free_port()
         self.interserver_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
+        self.remote_servers = remote_servers
         self.proc = None
 
     def write_config(self):
@@ -72,6 +74,9 @@ class ClickHouse:
             config = _set(config, tag, value)
         # Distributed DDL needs ZooKeeper, which a private server has not.
         config = re.sub(r"<distributed_ddl>.*?</distributed_ddl>", "", config, flags=re.S)
+        config = re.sub(r"<remote_servers[^>]*>.*?</remote_servers>",
+                        f"<remote_servers>{self.remote_servers}</remote_servers>", config,
+                        flags=re.S)
         (self.root / "config.xml").write_text(config)
         users = (PACKAGE_CONFIG / "users.xml").read_text()
         users = users.replace(
@@ -114,6 +119,31 @@ class ClickHouse:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def cluster_xml(name: str, shards: list) -> str:
+    """A `remote_servers` cluster `name` of one replica per shard, over the servers' native
+    ports, without replication (so without ZooKeeper)."""
+    parts = "".join(
+        f"<shard><replica><host>127.0.0.1</host><port>{s.tcp_port}</port></replica></shard>"
+        for s in shards)
+    return f"<{name}>{parts}</{name}>"
+
+
+def start_cluster(root: Path, name: str, count: int) -> list:
+    """`count` private servers, each a shard of cluster `name` (every one knows it)."""
+    servers = [ClickHouse(Path(root) / f"shard{i + 1}") for i in range(count)]
+    xml = cluster_xml(name, servers)
+    started = []
+    try:
+        for server in servers:
+            server.remote_servers = xml
+            started.append(server.start())
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return servers
 
 
 def available() -> bool:

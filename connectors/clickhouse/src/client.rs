@@ -201,15 +201,26 @@ impl ClickHouseClient {
     /// The client for reads of Sluice's tables: the database, the server-side time limit,
     /// and standard SQL semantics for outer joins (18.16 fills unmatched rows with defaults
     /// unless `join_use_nulls` is on).
+    ///
+    /// On a cluster, a subquery over a `Distributed` table inside a query over another (a
+    /// join of events with a rollup, an `IN` over events) runs once, on the server Sluice
+    /// asked, and goes to the shards with the query (`GLOBAL`): ClickHouse refuses it
+    /// otherwise, and reading it on each shard would see only that shard's rows.
     fn reader(&self) -> clickhouse::Client {
         let secs = self.config.query_timeout().as_secs_f64().ceil().max(1.0);
-        self.client
+        let client = self
+            .client
             .clone()
             .with_database(&self.config.database)
             .with_setting("max_execution_time", format!("{secs}"))
             .with_setting("join_use_nulls", "1")
             // Lets WHERE reach the primary key through the rollup views.
-            .with_setting("enable_optimize_predicate_expression", "1")
+            .with_setting("enable_optimize_predicate_expression", "1");
+        if self.config.cluster.is_some() {
+            client.with_setting("distributed_product_mode", "global")
+        } else {
+            client
+        }
     }
 
     /// Runs a statement that returns nothing (DDL), in the configured database unless
@@ -242,6 +253,12 @@ impl ClickHouseClient {
     /// A small result as tab-separated text (version, watermark, counts).
     pub async fn text(&self, sql: &str, op: &'static str) -> Result<String> {
         self.text_with_timeout(self.reader(), sql, op, self.config.query_timeout())
+            .await
+    }
+
+    /// [`Self::text`] outside the database, which may not exist yet (`system` tables).
+    pub async fn system_text(&self, sql: &str, op: &'static str) -> Result<String> {
+        self.text_with_timeout(self.client.clone(), sql, op, self.config.query_timeout())
             .await
     }
 

@@ -29,6 +29,15 @@ pub struct ClickHouseConfig {
     /// 23.x, `Native` before), `native` or `arrow_stream` to force either.
     #[serde(default)]
     pub result_format: ResultFormat,
+    /// The `remote_servers` cluster Sluice's tables are sharded over, by listener
+    /// (`docs/scaling.md`). Unset: one node holds everything.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// With `cluster`: the HTTP interface of one server of each shard, in any order (each
+    /// says which shard it is). `clickhouse init` and the catalog's load go to every one; a
+    /// listener's query goes straight to its shard's. `url` is the node the rest goes through.
+    #[serde(default)]
+    pub shards: Vec<String>,
 }
 
 /// `result_format` in `[clickhouse]`.
@@ -69,6 +78,16 @@ impl ClickHouseConfig {
             query_timeout_ms: default_query_timeout_ms(),
             compression: false,
             result_format: ResultFormat::Auto,
+            cluster: None,
+            shards: Vec::new(),
+        }
+    }
+
+    /// The same settings for another server (a shard's, at `url`).
+    pub fn for_server(&self, url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            ..self.clone()
         }
     }
 

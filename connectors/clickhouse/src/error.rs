@@ -44,6 +44,12 @@ pub enum Error {
          `sluice load --config FILE --from DIR`; Sluice serves no catalog of its own beside ClickHouse"
     )]
     NoCatalog { endpoint: String, table: String },
+    #[error("ClickHouse at {endpoint}: cluster {cluster:?}: {message}")]
+    Cluster {
+        endpoint: String,
+        cluster: String,
+        message: String,
+    },
     #[error("ClickHouse at {endpoint}: {message}")]
     Unexpected { endpoint: String, message: String },
     /// A declared rollup no store can build.
@@ -64,6 +70,7 @@ impl Error {
             | Error::Decode { .. }
             | Error::DuplicateKey { .. }
             | Error::NoCatalog { .. }
+            | Error::Cluster { .. }
             | Error::Unexpected { .. }
             | Error::Rollup(_) => false,
         }

@@ -13,23 +13,31 @@ use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::{
     AstAnalyzer, SQLExecutor, SQLFederationPlanner, SQLFederationProvider,
 };
+use tracing::debug;
 
 use crate::arrow::arrow_type;
 use crate::client::ClickHouseClient;
+use crate::cluster::Shards;
 use crate::dialect::ClickHouseDialect;
 use crate::pushdown::ClickHousePushdownRule;
 
-/// Runs federated SQL on one ClickHouse database.
+/// Runs federated SQL on one ClickHouse database: on the server `url` names, or on a
+/// cluster, a listener's statement on that listener's shard ([`Shards::route`]).
 #[derive(Debug, Clone)]
 pub struct ClickHouseExecutor {
     client: ClickHouseClient,
+    shards: Option<Arc<Shards>>,
     context: String,
 }
 
 impl ClickHouseExecutor {
-    pub fn new(client: ClickHouseClient) -> Self {
+    pub(crate) fn new(client: ClickHouseClient, shards: Option<Arc<Shards>>) -> Self {
         let context = format!("clickhouse {}", client.endpoint());
-        Self { client, context }
+        Self {
+            client,
+            shards,
+            context,
+        }
     }
 
     /// The federation provider every ClickHouse table of this database shares: its
@@ -75,6 +83,14 @@ impl SQLExecutor for ClickHouseExecutor {
         schema: SchemaRef,
         _filters: &[Arc<dyn PhysicalExpr>],
     ) -> Result<SendableRecordBatchStream> {
+        if let Some(shards) = &self.shards
+            && let Some((shard, statement)) = shards.route(query)
+        {
+            let client = &shards.clients()[shard];
+            debug!(user_id = %statement.user_id, shard = shard + 1, endpoint = client.endpoint(),
+                "a listener's statement, sent to its shard");
+            return Ok(client.query_arrow(statement.sql, schema));
+        }
         Ok(self.client.query_arrow(query.to_string(), schema))
     }
 

@@ -9,6 +9,7 @@
 mod arrow;
 mod arrow_stream;
 mod client;
+mod cluster;
 mod config;
 mod dialect;
 mod error;
@@ -17,6 +18,7 @@ mod native;
 mod pushdown;
 mod rewrite;
 mod schema;
+mod shard_statement;
 mod statement;
 mod store;
 
@@ -25,5 +27,5 @@ pub use config::{ClickHouseConfig, ResultFormat};
 pub use dialect::ClickHouseDialect;
 pub use error::{Error, Result};
 pub use executor::ClickHouseExecutor;
-pub use schema::{STREAMS_TABLE, WATERMARK_TABLE, create_statements};
+pub use schema::{Layout, STREAMS_TABLE, WATERMARK_TABLE, create_statements, sharded_tables};
 pub use store::{CATALOG_COPY, CATALOG_TABLES, ClickHouseColdStore, ClickHouseWatermark};

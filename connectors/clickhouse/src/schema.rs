@@ -32,14 +32,51 @@ pub const STREAMS_TABLE: &str = "streams";
 /// Where the loader records `W`.
 pub const WATERMARK_TABLE: &str = "sluice_watermark";
 
+/// How Sluice's tables lie across servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout<'a> {
+    /// One server holds everything.
+    Single,
+    /// Every shard of the `remote_servers` cluster holds the events and rollup rows of its
+    /// listeners (`<name>_local`), and a whole copy of the catalog; `Distributed` tables
+    /// named like the single-server ones read (and take inserts) across the shards.
+    Sharded { cluster: &'a str },
+}
+
+/// The tables split by listener across the shards of a cluster: the events and the rollups.
+/// On a shard, `<name>_local` holds its part; `<name>` reads them all.
+pub fn sharded_tables(rollups: &[RollupDef]) -> Vec<&str> {
+    std::iter::once(STREAMS_TABLE)
+        .chain(rollups.iter().map(|r| r.table))
+        .collect()
+}
+
+/// A sharded table's part on one shard.
+pub(crate) fn local_name(table: &str) -> String {
+    format!("{table}_local")
+}
+
+/// Which shard a listener's rows live on: `sipHash64(user_id)` (ClickHouse's SipHash-2-4
+/// with a zero key), the sharding key of every `Distributed` table.
+pub(crate) const SHARDING_KEY: &str = "sipHash64(user_id)";
+
 /// `CREATE ... IF NOT EXISTS` statements, in order (tables before the views that read them):
 /// the raw and catalog tables, then each of `rollups` as [`rollup_statements`] derives it.
-pub fn create_statements(database: &str, rollups: &[RollupDef]) -> Vec<String> {
+/// Sharded, the same statements run on every shard.
+pub fn create_statements(database: &str, rollups: &[RollupDef], layout: Layout) -> Vec<String> {
     let db = quote(database);
+    let streams = match layout {
+        Layout::Single => STREAMS_TABLE.to_string(),
+        Layout::Sharded { .. } => local_name(STREAMS_TABLE),
+    };
+    let watermark = match layout {
+        Layout::Single => WATERMARK_TABLE.to_string(),
+        Layout::Sharded { .. } => local_name(WATERMARK_TABLE),
+    };
     let mut statements = vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!(
-            "CREATE TABLE IF NOT EXISTS {db}.streams (\
+            "CREATE TABLE IF NOT EXISTS {db}.{streams} (\
              user_id String, track_uri String, timestamp_ms UInt64, ms_played UInt32\
              ) ENGINE = MergeTree() ORDER BY (user_id, timestamp_ms)"
         ),
@@ -61,15 +98,56 @@ pub fn create_statements(database: &str, rollups: &[RollupDef]) -> Vec<String> {
              ) ENGINE = MergeTree() ORDER BY album_uri"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{WATERMARK_TABLE} (\
+            "CREATE TABLE IF NOT EXISTS {db}.{watermark} (\
              w_ms Int64, published DateTime\
              ) ENGINE = MergeTree() ORDER BY w_ms"
         ),
     ];
+    if let Layout::Sharded { cluster } = layout {
+        statements.push(distributed(
+            database,
+            cluster,
+            STREAMS_TABLE,
+            "user_id String, track_uri String, timestamp_ms UInt64, ms_played UInt32",
+            Some(SHARDING_KEY),
+        ));
+        // One `W` for the cluster: recorded on one shard, read across all of them.
+        statements.push(distributed(
+            database,
+            cluster,
+            WATERMARK_TABLE,
+            "w_ms Int64, published DateTime",
+            None,
+        ));
+    }
     for rollup in rollups {
-        statements.extend(rollup_statements(&db, rollup));
+        statements.extend(rollup_statements(database, rollup, layout));
     }
     statements
+}
+
+/// A `Distributed` table `name` over each shard's `<name>_local`; inserts through it go to
+/// the shard of `key` (none: it takes no inserts).
+fn distributed(
+    database: &str,
+    cluster: &str,
+    name: &str,
+    columns: &str,
+    key: Option<&str>,
+) -> String {
+    let db = quote(database);
+    let key = key.map(|k| format!(", {k}")).unwrap_or_default();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{name} ({columns}) ENGINE = Distributed({}, {}, {}{key})",
+        literal(cluster),
+        literal(database),
+        literal(&local_name(name))
+    )
+}
+
+/// A single-quoted string literal.
+pub(crate) fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// What ClickHouse keeps for one rollup, from its declaration alone:
@@ -79,7 +157,12 @@ pub fn create_statements(database: &str, rollups: &[RollupDef]) -> Vec<String> {
 /// - `<table>_mv`: the materialized view that groups each inserted block of events into it;
 /// - `<table>`: the view that merges the state rows, with the columns of the table clients
 ///   see ([`RollupDef::table_def`]), in its order.
-fn rollup_statements(db: &str, rollup: &RollupDef) -> [String; 3] {
+///
+/// Sharded, the view is `<table>_local` (a shard's listeners), and `<table>` a `Distributed`
+/// table over the shards' views: a listener's rows are all on one shard, so each group is
+/// whole where it is merged.
+fn rollup_statements(database: &str, rollup: &RollupDef, layout: Layout) -> Vec<String> {
+    let db = &quote(database);
     let name = rollup.table;
     let summing = summing(rollup);
     let keys = group_columns(rollup);
@@ -108,21 +191,45 @@ fn rollup_statements(db: &str, rollup: &RollupDef) -> [String; 3] {
         "AggregatingMergeTree"
     };
     let keys = keys.join(", ");
-    [
+    let view = match layout {
+        Layout::Single => name.to_string(),
+        Layout::Sharded { .. } => local_name(name),
+    };
+    let mut statements = vec![
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{name}_state ({}) ENGINE = {engine}() ORDER BY ({keys})",
             state_columns.join(", ")
         ),
         format!(
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name}_mv TO {db}.{name}_state AS {}",
-            rollup_select(db, rollup)
+            rollup_select(db, rollup, layout)
         ),
         format!(
-            "CREATE VIEW IF NOT EXISTS {db}.{name} AS SELECT {} FROM {db}.{name}_state \
+            "CREATE VIEW IF NOT EXISTS {db}.{view} AS SELECT {} FROM {db}.{name}_state \
              GROUP BY {keys}",
             merged.join(", ")
         ),
-    ]
+    ];
+    if let Layout::Sharded { cluster } = layout {
+        // The merged measures are all UInt64 (sums, counts, min and max of ms).
+        let columns: Vec<String> = state_columns
+            .iter()
+            .map(|c| match c.split_once(' ') {
+                Some((column, ty)) if ty.starts_with("AggregateFunction") => {
+                    format!("{column} UInt64")
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        statements.push(distributed(
+            database,
+            cluster,
+            name,
+            &columns.join(", "),
+            Some(SHARDING_KEY),
+        ));
+    }
+    statements
 }
 
 /// Whether every measure of a rollup is a sum (plays, time played): its state rows then sum
@@ -155,7 +262,11 @@ fn group_columns(rollup: &RollupDef) -> Vec<&'static str> {
 /// joined subquery without an alias. 18.16 takes one JOIN per SELECT, so each catalog table
 /// joined beyond `tracks` is a level of subquery. The events are the left side, so each
 /// inserted block triggers the view.
-fn rollup_select(db: &str, rollup: &RollupDef) -> String {
+fn rollup_select(db: &str, rollup: &RollupDef, layout: Layout) -> String {
+    let streams = match layout {
+        Layout::Single => STREAMS_TABLE.to_string(),
+        Layout::Sharded { .. } => local_name(STREAMS_TABLE),
+    };
     let period = match rollup.grain {
         RollupGrain::Day { column } => Some(format!(
             "intDiv(timestamp_ms, 86400000) * 86400000 AS {column}"
@@ -192,7 +303,7 @@ fn rollup_select(db: &str, rollup: &RollupDef) -> String {
         )
     };
     format!(
-        "SELECT {} FROM {db}.{STREAMS_TABLE}{join} GROUP BY {}",
+        "SELECT {} FROM {db}.{streams}{join} GROUP BY {}",
         columns.join(", "),
         group_columns(rollup).join(", ")
     )
@@ -276,13 +387,18 @@ fn catalog_subquery(db: &str, rollup: &RollupDef) -> String {
 /// For each rollup: its state table and the statement that fills it from the events already
 /// held. A database loaded before the rollup existed (or, for one fed through the catalog
 /// copy, with the copy loaded after its events) holds events its view never saw.
-pub(crate) fn backfill_statements(database: &str, rollups: &[RollupDef]) -> Vec<(String, String)> {
+/// Sharded, each shard fills its own from its own events.
+pub(crate) fn backfill_statements(
+    database: &str,
+    rollups: &[RollupDef],
+    layout: Layout,
+) -> Vec<(String, String)> {
     let db = quote(database);
     rollups
         .iter()
         .map(|r| {
             let state = format!("{}_state", r.table);
-            let sql = format!("INSERT INTO {db}.{state} {}", rollup_select(&db, r));
+            let sql = format!("INSERT INTO {db}.{state} {}", rollup_select(&db, r, layout));
             (state, sql)
         })
         .collect()
@@ -300,8 +416,8 @@ mod tests {
     use super::*;
 
     /// What `sluice clickhouse init` sends, reviewed as a file (`SLUICE_BLESS=1` rewrites it):
-    /// the built-in rollups, and one declared with two catalog tables beyond `tracks` and
-    /// aggregate states.
+    /// the built-in rollups, one declared with two catalog tables beyond `tracks` and
+    /// aggregate states, and the built-in ones sharded over a cluster (run on every shard).
     #[test]
     fn the_ddl_is_derived_from_the_declarations() {
         static DECLARED: [RollupDef; 1] = [RollupDef {
@@ -328,16 +444,20 @@ mod tests {
             last_ts: Some("last_ts"),
         }];
         DECLARED[0].check().unwrap();
-        for (name, rollups) in [
-            ("schema.sql", sluice_catalog::rollups()),
-            ("declared.sql", &DECLARED[..]),
+        let sharded = Layout::Sharded {
+            cluster: "sluice_shards",
+        };
+        for (name, rollups, layout) in [
+            ("schema.sql", sluice_catalog::rollups(), Layout::Single),
+            ("declared.sql", &DECLARED[..], Layout::Single),
+            ("sharded.sql", sluice_catalog::rollups(), sharded),
         ] {
             let mut got = String::new();
-            for sql in create_statements("sluice", rollups) {
+            for sql in create_statements("sluice", rollups, layout) {
                 got.push_str(&sql);
                 got.push_str(";\n\n");
             }
-            for (state, sql) in backfill_statements("sluice", rollups) {
+            for (state, sql) in backfill_statements("sluice", rollups, layout) {
                 got.push_str(&format!("-- backfill {state}\n{sql};\n\n"));
             }
             let path = sluice_tests::repo_root()

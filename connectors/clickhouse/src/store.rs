@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clickhouse::native::builder::BlockBuilder;
 use clickhouse::native::encode::Encode;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Field, Int64Type, Schema, SchemaRef, TimestampMillisecondType,
 };
@@ -18,11 +18,13 @@ use sluice_connector_api::{EventSource, Watermark};
 use tracing::{info, warn};
 
 use crate::client::ClickHouseClient;
+use crate::cluster::Shards;
 use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 use crate::executor::ClickHouseExecutor;
 use crate::schema::{
-    STREAMS_TABLE, WATERMARK_TABLE, backfill_statements, create_statements, quote,
+    Layout, STREAMS_TABLE, WATERMARK_TABLE, backfill_statements, create_statements, local_name,
+    quote,
 };
 
 /// The catalog tables ClickHouse joins with itself. Not `albums`: it keeps `release_date` as
@@ -38,6 +40,8 @@ pub const CATALOG_TABLES: &[&str] = &[TRACKS, ARTISTS, ALBUMS];
 #[derive(Clone)]
 pub struct ClickHouseColdStore {
     client: ClickHouseClient,
+    /// With `[clickhouse] cluster`: every shard.
+    shards: Option<Arc<Shards>>,
     provider: Arc<SQLFederationProvider>,
     streams: Arc<dyn TableProvider>,
 }
@@ -63,17 +67,65 @@ fn remote_streams_schema() -> SchemaRef {
 }
 
 impl ClickHouseColdStore {
-    /// Connects and checks the server answers. The tables are declared, not inspected:
-    /// `sluice clickhouse init` creates exactly these.
+    /// Connects and checks the server answers (with a cluster, every shard's, and that they
+    /// make up the cluster). The tables are declared, not inspected: `sluice clickhouse init`
+    /// creates exactly these.
     pub async fn connect(config: ClickHouseConfig) -> Result<Self> {
         let client = ClickHouseClient::connect(config).await?;
-        let provider = ClickHouseExecutor::new(client.clone()).federation_provider();
+        let shards = match &client.config().cluster {
+            Some(_) => Some(Arc::new(Shards::connect(&client, client.config()).await?)),
+            None if !client.config().shards.is_empty() => {
+                return Err(Error::Unexpected {
+                    endpoint: client.endpoint().to_string(),
+                    message: "`shards` is set without `cluster`: name the `remote_servers` \
+                              cluster they make up"
+                        .into(),
+                });
+            }
+            None => None,
+        };
+        let provider =
+            ClickHouseExecutor::new(client.clone(), shards.clone()).federation_provider();
         let streams = table(&provider, STREAMS_TABLE, remote_streams_schema());
         Ok(Self {
             client,
+            shards,
             provider,
             streams,
         })
+    }
+
+    /// How the tables lie: on this server, or sharded over the cluster.
+    pub fn layout(&self) -> Layout<'_> {
+        match &self.shards {
+            Some(shards) => Layout::Sharded {
+                cluster: shards.cluster(),
+            },
+            None => Layout::Single,
+        }
+    }
+
+    /// Each shard's server, in shard order (none without a cluster).
+    pub fn shard_endpoints(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.clients())
+            .map(|c| c.endpoint().to_string())
+            .collect()
+    }
+
+    /// The servers that hold a copy of the schema and the catalog: every shard's, and the
+    /// one queries go through (if it is none of them); or the one server.
+    fn servers(&self) -> Vec<&ClickHouseClient> {
+        let Some(shards) = &self.shards else {
+            return vec![&self.client];
+        };
+        let mut servers: Vec<&ClickHouseClient> = shards.clients().iter().collect();
+        let url = |c: &ClickHouseClient| c.config().url.trim_end_matches('/').to_string();
+        if !servers.iter().any(|s| url(s) == url(&self.client)) {
+            servers.push(&self.client);
+        }
+        servers
     }
 
     pub fn client(&self) -> &ClickHouseClient {
@@ -118,21 +170,34 @@ impl ClickHouseColdStore {
             rollup.check()?;
         }
         let database = &self.client.config().database;
-        for sql in create_statements(database, rollups) {
-            self.client.execute(&sql, false).await?;
+        let layout = self.layout();
+        let servers = self.servers();
+        for server in &servers {
+            for sql in create_statements(database, rollups, layout) {
+                server.execute(&sql, false).await?;
+            }
         }
-        let (events, _) = self.event_count().await?;
-        if events == 0 {
-            return Ok(());
-        }
-        for (state, sql) in backfill_statements(database, rollups) {
-            let held = self
-                .client
-                .text(&format!("SELECT count() FROM {state}"), "count rollup rows")
+        // Each server fills its rollups from its own events.
+        let streams = match layout {
+            Layout::Single => STREAMS_TABLE.to_string(),
+            Layout::Sharded { .. } => local_name(STREAMS_TABLE),
+        };
+        for server in servers {
+            let events = server
+                .text(&format!("SELECT count() FROM {streams}"), "count events")
                 .await?;
-            if held.trim() == "0" {
-                info!(rollup = %state, events, "filling a new rollup from the events held");
-                self.client.execute_to_completion(&sql).await?;
+            if events.trim() == "0" {
+                continue;
+            }
+            for (state, sql) in backfill_statements(database, rollups, layout) {
+                let held = server
+                    .text(&format!("SELECT count() FROM {state}"), "count rollup rows")
+                    .await?;
+                if held.trim() == "0" {
+                    info!(rollup = %state, events, server = server.endpoint(),
+                        "filling a new rollup from the events held");
+                    server.execute_to_completion(&sql).await?;
+                }
             }
         }
         Ok(())
@@ -157,10 +222,35 @@ impl ClickHouseColdStore {
     }
 
     /// Inserts events (a batch with the `streams` schema) into the raw table; the rollups
-    /// follow through their materialized views.
+    /// follow through their materialized views. On a cluster each listener's events go
+    /// straight to its shard's `streams_local`, placed as the `Distributed` tables place
+    /// them: 18.16 fails an insert through `Distributed` whose local part feeds a
+    /// materialized view with a join ("There is no query", Code 393), and one hop is less.
     pub async fn insert_events(&self, batch: &RecordBatch) -> Result<()> {
-        let block = self.events_block(batch)?;
-        self.client.insert(STREAMS_TABLE, &block).await
+        let Some(shards) = &self.shards else {
+            let block = self.events_block(batch)?;
+            return self.client.insert(STREAMS_TABLE, &block).await;
+        };
+        let users = batch
+            .column_by_name("user_id")
+            .and_then(|c| cast(c, &DataType::Utf8).ok())
+            .ok_or_else(|| Error::Unexpected {
+                endpoint: self.client.endpoint().to_string(),
+                message: "events without a user_id column".into(),
+            })?;
+        let shard_of_row: Vec<usize> = strings(&users).map(|u| shards.shard_of(u)).collect();
+        for (shard, client) in shards.clients().iter().enumerate() {
+            let mine = BooleanArray::from_iter(shard_of_row.iter().map(|s| Some(*s == shard)));
+            let part = filter_record_batch(batch, &mine).map_err(|e| Error::Unexpected {
+                endpoint: client.endpoint().to_string(),
+                message: e.to_string(),
+            })?;
+            if part.num_rows() > 0 {
+                let block = self.events_block(&part)?;
+                client.insert(&local_name(STREAMS_TABLE), &block).await?;
+            }
+        }
+        Ok(())
     }
 
     fn events_block(&self, batch: &RecordBatch) -> Result<clickhouse::native::Block> {
@@ -199,14 +289,11 @@ impl ClickHouseColdStore {
         block.build().map_err(|e| bad(e.to_string()))
     }
 
-    /// Replaces the catalog copy `name` with `batches` (the dataset's entity table). Refused,
+    /// Replaces the catalog copy `name` with `batches` (the dataset's entity table), on
+    /// every server that holds one (each shard joins its events with its own). Refused,
     /// before anything is changed, if a key repeats: the rollups by artist and genre join
     /// every event with its key's row, so a repeated key would count its plays twice.
     pub async fn replace_entities(&self, name: &str, batches: &[RecordBatch]) -> Result<()> {
-        let bad = |message: String| Error::Unexpected {
-            endpoint: self.client.endpoint().to_string(),
-            message,
-        };
         if let Some(key) = repeated_key(name, batches) {
             return Err(Error::DuplicateKey {
                 endpoint: self.client.endpoint().to_string(),
@@ -214,33 +301,8 @@ impl ClickHouseColdStore {
                 key,
             });
         }
-        self.client
-            .execute(&format!("TRUNCATE TABLE {name}"), true)
-            .await?;
-        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            let mut block = BlockBuilder::new();
-            for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-                let name = field.name().as_str();
-                match field.data_type() {
-                    DataType::Utf8 => add_column(&mut block, name, strings(array)),
-                    DataType::Int64 => add_column(
-                        &mut block,
-                        name,
-                        array.as_primitive::<Int64Type>().values().iter().copied(),
-                    ),
-                    DataType::Date32 => add_column(
-                        &mut block,
-                        name,
-                        array.as_primitive::<Date32Type>().values().iter().copied(),
-                    ),
-                    other => {
-                        return Err(bad(format!("{name}: cannot load {other} into ClickHouse")));
-                    }
-                }
-                .map_err(bad)?;
-            }
-            let block = block.build().map_err(|e| bad(e.to_string()))?;
-            self.client.insert(name, &block).await?;
+        for server in self.servers() {
+            replace_entities_on(server, name, batches).await?;
         }
         Ok(())
     }
@@ -288,17 +350,22 @@ impl ClickHouseColdStore {
     }
 
     /// Records `W`: every event before it is in ClickHouse. Call only after the inserts
-    /// of those events were acknowledged.
+    /// of those events were acknowledged. On a cluster it is recorded on the first shard
+    /// and read across all of them: one `W` for the cluster, whichever server is asked.
     pub async fn publish_watermark(&self, w_ms: i64) -> Result<()> {
-        self.client
+        let (server, table) = match &self.shards {
+            Some(shards) => (&shards.clients()[0], local_name(WATERMARK_TABLE)),
+            None => (&self.client, WATERMARK_TABLE.to_string()),
+        };
+        server
             .execute(
-                &format!("INSERT INTO {WATERMARK_TABLE} (w_ms, published) VALUES ({w_ms}, now())"),
+                &format!("INSERT INTO {table} (w_ms, published) VALUES ({w_ms}, now())"),
                 true,
             )
             .await
     }
 
-    /// The last `W` recorded, if any.
+    /// The last `W` recorded, if any (through the `Distributed` table on a cluster).
     pub async fn watermark_ms(&self) -> Result<Option<i64>> {
         let text = self
             .client
@@ -315,6 +382,47 @@ impl ClickHouseColdStore {
             .unwrap_or(0);
         Ok(w.filter(|_| n > 0))
     }
+}
+
+/// [`ClickHouseColdStore::replace_entities`] on one server.
+async fn replace_entities_on(
+    client: &ClickHouseClient,
+    name: &str,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let bad = |message: String| Error::Unexpected {
+        endpoint: client.endpoint().to_string(),
+        message,
+    };
+    client
+        .execute(&format!("TRUNCATE TABLE {name}"), true)
+        .await?;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let mut block = BlockBuilder::new();
+        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+            let name = field.name().as_str();
+            match field.data_type() {
+                DataType::Utf8 => add_column(&mut block, name, strings(array)),
+                DataType::Int64 => add_column(
+                    &mut block,
+                    name,
+                    array.as_primitive::<Int64Type>().values().iter().copied(),
+                ),
+                DataType::Date32 => add_column(
+                    &mut block,
+                    name,
+                    array.as_primitive::<Date32Type>().values().iter().copied(),
+                ),
+                other => {
+                    return Err(bad(format!("{name}: cannot load {other} into ClickHouse")));
+                }
+            }
+            .map_err(bad)?;
+        }
+        let block = block.build().map_err(|e| bad(e.to_string()))?;
+        client.insert(name, &block).await?;
+    }
+    Ok(())
 }
 
 /// A value of `table`'s one-column primary key that `batches` hold more than once.

@@ -303,7 +303,23 @@ impl QueryEngine {
             )));
         }
         let sql = number_question_marks(sql).map_err(Error::Plan)?;
-        let plan = state.create_logical_plan(&sql).await.map_err(Error::Plan)?;
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = match state.sql_to_statement(&sql, &dialect) {
+            // Parsing refuses one thing as "not implemented": several statements in one text,
+            // which is the client's to split.
+            Err(datafusion::error::DataFusionError::NotImplemented(_)) => {
+                return Err(Error::Plan(datafusion::error::DataFusionError::Plan(
+                    "the text holds several statements: send one at a time (Sluice runs each \
+                     query on its own)"
+                        .into(),
+                )));
+            }
+            parsed => parsed.map_err(Error::Plan)?,
+        };
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(Error::Plan)?;
         match &plan {
             LogicalPlan::Ddl(ddl) => {
                 return Err(Error::ReadOnly {

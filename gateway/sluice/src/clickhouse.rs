@@ -1,6 +1,6 @@
 //! `sluice clickhouse init`.
 
-use sluice_connector_clickhouse::ClickHouseColdStore;
+use sluice_connector_clickhouse::{ClickHouseColdStore, Layout};
 
 use crate::cli::ClickhouseInitArgs;
 use crate::config::FileConfig;
@@ -18,8 +18,15 @@ pub(crate) fn init(args: ClickhouseInitArgs) -> Result<(), Box<dyn std::error::E
     runtime.block_on(async move {
         let store = ClickHouseColdStore::connect(config).await?;
         store.init(sluice_catalog::rollups()).await?;
+        let layout = match store.layout() {
+            Layout::Single => String::new(),
+            Layout::Sharded { cluster } => format!(
+                " on every shard of cluster {cluster} ({})",
+                store.shard_endpoints().join(", ")
+            ),
+        };
         println!(
-            "ClickHouse {} at {}: tables ready",
+            "ClickHouse {} at {}: tables ready{layout}",
             store.client().version(),
             store.client().endpoint()
         );

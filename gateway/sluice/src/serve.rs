@@ -380,10 +380,15 @@ fn effective(
     );
     out.push_str(&match &file.clickhouse {
         Some(c) => format!(
-            "clickhouse = {} as {} (password {})\n",
+            "clickhouse = {} as {} (password {}){}\n",
             c.endpoint(),
             c.user,
-            if c.password.is_some() { "set" } else { "none" }
+            if c.password.is_some() { "set" } else { "none" },
+            match &c.cluster {
+                Some(cluster) =>
+                    format!(", sharded over cluster {cluster}: {}", c.shards.join(", ")),
+                None => String::new(),
+            }
         ),
         None => "clickhouse = none (the dataset's Parquet files)\n".into(),
     });
