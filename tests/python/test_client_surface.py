@@ -71,6 +71,13 @@ def test_same_cursor_runs_new_statements_and_rebinds(listener):
         assert cur.fetchone() == (42,)
 
 
+def test_a_row_count_parameter_is_announced_as_int64(listener):
+    # Clients that bind by the announced type (the JDBC driver) cannot bind a count to Null.
+    with listener.cursor() as cur:
+        params = cur.adbc_prepare("SELECT track_uri FROM tracks ORDER BY track_uri LIMIT ? OFFSET ?")
+    assert [f.type for f in params] == [pa.int64(), pa.int64()]
+
+
 def test_set_applies_to_the_session(listener):
     with listener.cursor() as cur:
         cur.execute("SET datafusion.execution.batch_size = 7")

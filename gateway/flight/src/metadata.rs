@@ -85,6 +85,62 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     b.append(SqlInfo::SqlSupportsLikeEscapeClause, true);
     b.append(SqlInfo::SqlSupportsNonNullableColumns, true);
     b.append(SqlInfo::SqlSupportsIntegrityEnhancementFacility, false);
+    // What BI tools ask at connect (the JDBC driver's DatabaseMetaData: an id left out is a
+    // NullPointerException in driver 18.x). Bitmasks have bit n for value n of the enum.
+    b.append(SqlInfo::SqlSupportsConvert, convertible());
+    b.append(SqlInfo::SqlSupportsDifferentTableCorrelationNames, false);
+    // GROUP BY columns beyond the SELECT list, and unrelated to it.
+    b.append(SqlInfo::SqlSupportedGroupBy, 0b11i32);
+    // Core grammar; ANSI-92 entry level; full outer joins (an enum value, not a bitmask).
+    b.append(SqlInfo::SqlSupportedGrammar, 0b010i32);
+    b.append(SqlInfo::SqlAnsi92SupportedLevel, 0b001i32);
+    b.append(SqlInfo::SqlOuterJoinsSupportLevel, 2i32);
+    b.append(SqlInfo::SqlSchemasSupportedActions, 0i32);
+    b.append(SqlInfo::SqlCatalogsSupportedActions, 0i32);
+    b.append(SqlInfo::SqlSupportedPositionedCommands, 0i32);
+    // Subqueries in comparisons, EXISTS and IN (not quantified ANY/ALL); correlated ones too.
+    b.append(SqlInfo::SqlSupportedSubqueries, 0b0111i32);
+    b.append(SqlInfo::SqlCorrelatedSubqueriesSupported, true);
+    b.append(SqlInfo::SqlSupportedUnions, 0b11i32);
+    // No set limit (0), as JDBC means it.
+    for max in [
+        SqlInfo::SqlMaxBinaryLiteralLength,
+        SqlInfo::SqlMaxCharLiteralLength,
+        SqlInfo::SqlMaxColumnNameLength,
+        SqlInfo::SqlMaxColumnsInGroupBy,
+        SqlInfo::SqlMaxColumnsInIndex,
+        SqlInfo::SqlMaxColumnsInOrderBy,
+        SqlInfo::SqlMaxColumnsInSelect,
+        SqlInfo::SqlMaxConnections,
+        SqlInfo::SqlMaxCursorNameLength,
+        SqlInfo::SqlMaxIndexLength,
+        SqlInfo::SqlDbSchemaNameLength,
+        SqlInfo::SqlMaxProcedureNameLength,
+        SqlInfo::SqlMaxCatalogNameLength,
+        SqlInfo::SqlMaxRowSize,
+        SqlInfo::SqlMaxStatementLength,
+        SqlInfo::SqlMaxTableNameLength,
+        SqlInfo::SqlMaxTablesInSelect,
+        SqlInfo::SqlMaxUsernameLength,
+    ] {
+        b.append(max, 0i64);
+    }
+    b.append(SqlInfo::SqlMaxRowSizeIncludesBlobs, false);
+    // No transactions: isolation "none", no levels.
+    b.append(SqlInfo::SqlDefaultTransactionIsolation, 0i64);
+    b.append(SqlInfo::SqlSupportedTransactionsIsolationLevels, 0i32);
+    b.append(SqlInfo::SqlDataDefinitionCausesTransactionCommit, false);
+    b.append(SqlInfo::SqlDataDefinitionsInTransactionsIgnored, false);
+    // Forward-only, read-only results.
+    b.append(SqlInfo::SqlSupportedResultSetTypes, 0b0010i32);
+    for concurrency in [
+        SqlInfo::SqlSupportedConcurrenciesForResultSetUnspecified,
+        SqlInfo::SqlSupportedConcurrenciesForResultSetForwardOnly,
+        SqlInfo::SqlSupportedConcurrenciesForResultSetScrollSensitive,
+        SqlInfo::SqlSupportedConcurrenciesForResultSetScrollInsensitive,
+    ] {
+        b.append(concurrency, 0b010i32);
+    }
     b.append(
         SqlInfo::SqlKeywords,
         &["EXPLAIN", "DESCRIBE", "SET"] as &[&str],
@@ -114,6 +170,40 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     );
     b.build().expect("static SqlInfo is valid")
 });
+
+/// `SQL_SUPPORTS_CONVERT`: for each type (`SqlSupportsConvert`), those `CAST` turns it into.
+fn convertible() -> std::collections::BTreeMap<i32, Vec<i32>> {
+    use arrow_flight::sql::SqlSupportsConvert as C;
+    let numbers = [
+        C::SqlConvertBigint,
+        C::SqlConvertDecimal,
+        C::SqlConvertFloat,
+        C::SqlConvertInteger,
+        C::SqlConvertNumeric,
+        C::SqlConvertReal,
+        C::SqlConvertSmallint,
+        C::SqlConvertTinyint,
+    ];
+    let texts = [C::SqlConvertChar, C::SqlConvertVarchar, C::SqlConvertLongvarchar];
+    let ids = |types: &[C]| types.iter().map(|t| *t as i32).collect::<Vec<_>>();
+    let mut map = std::collections::BTreeMap::new();
+    let mut numbers_to = numbers.to_vec();
+    numbers_to.extend(texts);
+    numbers_to.push(C::SqlConvertBit);
+    for n in numbers.iter().chain([&C::SqlConvertBit]) {
+        map.insert(*n as i32, ids(&numbers_to));
+    }
+    let mut texts_to = numbers_to.clone();
+    texts_to.extend([C::SqlConvertDate, C::SqlConvertTimestamp, C::SqlConvertTime]);
+    for t in texts {
+        map.insert(t as i32, ids(&texts_to));
+    }
+    let mut times_to = texts.to_vec();
+    times_to.extend([C::SqlConvertDate, C::SqlConvertTimestamp]);
+    map.insert(C::SqlConvertTimestamp as i32, ids(&times_to));
+    map.insert(C::SqlConvertDate as i32, ids(&times_to));
+    map
+}
 
 fn xdbc(
     type_name: &str,

@@ -451,9 +451,16 @@ impl Query {
     }
 
     /// The parameters the statement takes, as fields `$1`, `$2`, ... (type `Null` where the
-    /// statement does not fix one).
+    /// statement does not fix one). A count of rows (`LIMIT ?`, `OFFSET ?`) is `Int64`, which
+    /// DataFusion leaves open: clients that bind by the announced type (the JDBC driver)
+    /// could bind nothing to `Null`.
     pub fn parameter_schema(&self) -> Result<SchemaRef> {
-        let types = self.plan.get_parameter_types().map_err(Error::Plan)?;
+        let mut types = self.plan.get_parameter_types().map_err(Error::Plan)?;
+        for name in row_count_placeholders(&self.plan) {
+            if let Some(t @ None) = types.get_mut(&name) {
+                *t = Some(DataType::Int64);
+            }
+        }
         let mut params: Vec<(usize, String, Option<DataType>)> = types
             .into_iter()
             .map(|(name, t)| {
@@ -626,4 +633,21 @@ impl Query {
     pub(crate) fn federated(&self) -> Option<&LogicalPlan> {
         self.federated.as_ref()
     }
+}
+
+/// The placeholders that stand for a count of rows: `LIMIT $n` and `OFFSET $n`.
+fn row_count_placeholders(plan: &LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut names = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Limit(limit) = node {
+            for expr in limit.skip.iter().chain(limit.fetch.iter()) {
+                if let datafusion::logical_expr::Expr::Placeholder(p) = expr.as_ref() {
+                    names.push(p.id.clone());
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
 }
