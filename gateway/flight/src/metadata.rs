@@ -184,7 +184,11 @@ fn convertible() -> std::collections::BTreeMap<i32, Vec<i32>> {
         C::SqlConvertSmallint,
         C::SqlConvertTinyint,
     ];
-    let texts = [C::SqlConvertChar, C::SqlConvertVarchar, C::SqlConvertLongvarchar];
+    let texts = [
+        C::SqlConvertChar,
+        C::SqlConvertVarchar,
+        C::SqlConvertLongvarchar,
+    ];
     let ids = |types: &[C]| types.iter().map(|t| *t as i32).collect::<Vec<_>>();
     let mut map = std::collections::BTreeMap::new();
     let mut numbers_to = numbers.to_vec();
