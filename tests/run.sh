@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs, then runs format and lint
-# checks, the Rust unit and end-to-end tests, and the Python ADBC client tests. Tests that need
+# checks, the Rust unit and end-to-end tests, and the client tests (Python ADBC and others, and
+# through tests/python the JDBC, Go and Rust clients of tests/clients, with Maven's and Go's
+# caches in their default places and arrow-flight's CLI in ~/.cache/sluice/tools). Tests that need
 # Redis or ClickHouse start their own redis-server / clickhouse-server (Debian's packages,
 # installed here if missing) on free loopback ports with their data in a temporary folder,
 # and stop them by process id.

@@ -43,6 +43,23 @@ pub enum Layout<'a> {
     Sharded { cluster: &'a str },
 }
 
+impl Layout<'_> {
+    /// The table holding a server's part of `table`: itself on one server, `<table>_local`
+    /// on a shard.
+    pub(crate) fn part(&self, table: &str) -> String {
+        match self {
+            Layout::Single => table.to_string(),
+            Layout::Sharded { .. } => local_name(table),
+        }
+    }
+}
+
+/// The columns of the raw table and of the watermark record, for their parts and for the
+/// `Distributed` tables over them.
+const STREAMS_COLUMNS: &str =
+    "user_id String, track_uri String, timestamp_ms UInt64, ms_played UInt32";
+const WATERMARK_COLUMNS: &str = "w_ms Int64, published DateTime";
+
 /// The tables split by listener across the shards of a cluster: the events and the rollups.
 /// On a shard, `<name>_local` holds its part; `<name>` reads them all.
 pub fn sharded_tables(rollups: &[RollupDef]) -> Vec<&str> {
@@ -65,20 +82,13 @@ pub(crate) const SHARDING_KEY: &str = "sipHash64(user_id)";
 /// Sharded, the same statements run on every shard.
 pub fn create_statements(database: &str, rollups: &[RollupDef], layout: Layout) -> Vec<String> {
     let db = quote(database);
-    let streams = match layout {
-        Layout::Single => STREAMS_TABLE.to_string(),
-        Layout::Sharded { .. } => local_name(STREAMS_TABLE),
-    };
-    let watermark = match layout {
-        Layout::Single => WATERMARK_TABLE.to_string(),
-        Layout::Sharded { .. } => local_name(WATERMARK_TABLE),
-    };
+    let streams = layout.part(STREAMS_TABLE);
+    let watermark = layout.part(WATERMARK_TABLE);
     let mut statements = vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{streams} (\
-             user_id String, track_uri String, timestamp_ms UInt64, ms_played UInt32\
-             ) ENGINE = MergeTree() ORDER BY (user_id, timestamp_ms)"
+            "CREATE TABLE IF NOT EXISTS {db}.{streams} ({STREAMS_COLUMNS}) \
+             ENGINE = MergeTree() ORDER BY (user_id, timestamp_ms)"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.tracks (\
@@ -98,9 +108,8 @@ pub fn create_statements(database: &str, rollups: &[RollupDef], layout: Layout) 
              ) ENGINE = MergeTree() ORDER BY album_uri"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{watermark} (\
-             w_ms Int64, published DateTime\
-             ) ENGINE = MergeTree() ORDER BY w_ms"
+            "CREATE TABLE IF NOT EXISTS {db}.{watermark} ({WATERMARK_COLUMNS}) \
+             ENGINE = MergeTree() ORDER BY w_ms"
         ),
     ];
     if let Layout::Sharded { cluster } = layout {
@@ -108,7 +117,7 @@ pub fn create_statements(database: &str, rollups: &[RollupDef], layout: Layout) 
             database,
             cluster,
             STREAMS_TABLE,
-            "user_id String, track_uri String, timestamp_ms UInt64, ms_played UInt32",
+            STREAMS_COLUMNS,
             Some(SHARDING_KEY),
         ));
         // One `W` for the cluster: recorded on one shard, read across all of them.
@@ -116,7 +125,7 @@ pub fn create_statements(database: &str, rollups: &[RollupDef], layout: Layout) 
             database,
             cluster,
             WATERMARK_TABLE,
-            "w_ms Int64, published DateTime",
+            WATERMARK_COLUMNS,
             None,
         ));
     }
@@ -191,10 +200,7 @@ fn rollup_statements(database: &str, rollup: &RollupDef, layout: Layout) -> Vec<
         "AggregatingMergeTree"
     };
     let keys = keys.join(", ");
-    let view = match layout {
-        Layout::Single => name.to_string(),
-        Layout::Sharded { .. } => local_name(name),
-    };
+    let view = layout.part(name);
     let mut statements = vec![
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{name}_state ({}) ENGINE = {engine}() ORDER BY ({keys})",
@@ -263,10 +269,7 @@ fn group_columns(rollup: &RollupDef) -> Vec<&'static str> {
 /// joined beyond `tracks` is a level of subquery. The events are the left side, so each
 /// inserted block triggers the view.
 fn rollup_select(db: &str, rollup: &RollupDef, layout: Layout) -> String {
-    let streams = match layout {
-        Layout::Single => STREAMS_TABLE.to_string(),
-        Layout::Sharded { .. } => local_name(STREAMS_TABLE),
-    };
+    let streams = layout.part(STREAMS_TABLE);
     let period = match rollup.grain {
         RollupGrain::Day { column } => Some(format!(
             "intDiv(timestamp_ms, 86400000) * 86400000 AS {column}"

@@ -23,8 +23,7 @@ use crate::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 use crate::executor::ClickHouseExecutor;
 use crate::schema::{
-    Layout, STREAMS_TABLE, WATERMARK_TABLE, backfill_statements, create_statements, local_name,
-    quote,
+    Layout, STREAMS_TABLE, WATERMARK_TABLE, backfill_statements, create_statements, quote,
 };
 
 /// The catalog tables ClickHouse joins with itself. Not `albums`: it keeps `release_date` as
@@ -178,10 +177,7 @@ impl ClickHouseColdStore {
             }
         }
         // Each server fills its rollups from its own events.
-        let streams = match layout {
-            Layout::Single => STREAMS_TABLE.to_string(),
-            Layout::Sharded { .. } => local_name(STREAMS_TABLE),
-        };
+        let streams = layout.part(STREAMS_TABLE);
         for server in servers {
             let events = server
                 .text(&format!("SELECT count() FROM {streams}"), "count events")
@@ -247,7 +243,9 @@ impl ClickHouseColdStore {
             })?;
             if part.num_rows() > 0 {
                 let block = self.events_block(&part)?;
-                client.insert(&local_name(STREAMS_TABLE), &block).await?;
+                client
+                    .insert(&self.layout().part(STREAMS_TABLE), &block)
+                    .await?;
             }
         }
         Ok(())
@@ -353,10 +351,11 @@ impl ClickHouseColdStore {
     /// of those events were acknowledged. On a cluster it is recorded on the first shard
     /// and read across all of them: one `W` for the cluster, whichever server is asked.
     pub async fn publish_watermark(&self, w_ms: i64) -> Result<()> {
-        let (server, table) = match &self.shards {
-            Some(shards) => (&shards.clients()[0], local_name(WATERMARK_TABLE)),
-            None => (&self.client, WATERMARK_TABLE.to_string()),
+        let server = match &self.shards {
+            Some(shards) => &shards.clients()[0],
+            None => &self.client,
         };
+        let table = self.layout().part(WATERMARK_TABLE);
         server
             .execute(
                 &format!("INSERT INTO {table} (w_ms, published) VALUES ({w_ms}, now())"),
