@@ -3,7 +3,9 @@ each against a `sluice serve` started with its own configuration."""
 
 import datetime as dt
 import json
+import os
 import subprocess
+import threading
 import time
 
 import adbc_driver_flightsql
@@ -343,22 +345,76 @@ def test_timeout_and_concurrency_free_their_slot(limited):
         worker.join(30)
         assert "query_timeout_secs" in errors["error"], errors
         assert has_code(errors["error"], "DEADLINE_EXCEEDED"), errors["error"]
-        # The timed-out query gave its slot back: the next query is never refused for
-        # concurrency. DataFusion stops the cross join at its next batch, which on a slow
-        # machine can take a second or two of CPU; until then the next query may itself time
-        # out waiting for a thread, so it is retried.
-        refused = []
+        # The timed-out query gave its slot back and stopped computing: the next query is
+        # answered at once.
+        assert goes_idle(server.proc.pid), "the timed-out join still computes"
+        assert sluice_rows(conn, "SELECT 1") == [(1,)]
+    finally:
+        conn.close()
 
-        def answers():
+
+def busy_cores(pid, seconds=1.0):
+    """The cores process `pid` kept busy over the next `seconds`."""
+    def cpu():
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    before = cpu()
+    time.sleep(seconds)
+    return (cpu() - before) / seconds
+
+
+def goes_idle(pid, within=10):
+    """Whether process `pid` goes idle (under a fifth of a core for a second) within `within`."""
+    return wait_until(lambda: busy_cores(pid) < 0.2, timeout=within)
+
+
+# Queries that compute for hours without a yield between batches: joins whose filter no pair
+# passes (nested loop, cross, hash), a join's pairs pulled by a count or a sort, a recursive
+# query that never ends, a correlated EXISTS.
+ENDLESS = [
+    SLOW,
+    "SELECT count(*) FROM streams a, streams b",
+    "SELECT count(*) FROM streams a JOIN streams b ON a.user_id = b.user_id "
+    "WHERE a.ms_played + b.ms_played = 1",
+    "SELECT count(*) FROM streams a JOIN streams b ON a.user_id = b.user_id",
+    "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t",
+    "SELECT a.ms_played FROM streams a, streams b ORDER BY a.ms_played + b.ms_played DESC LIMIT 1",
+    "SELECT count(*) FROM streams a WHERE EXISTS "
+    "(SELECT 1 FROM streams b WHERE b.ms_played > a.ms_played + 100000000)",
+]
+
+
+@pytest.mark.parametrize("sql", ENDLESS)
+def test_a_cancelled_query_stops_computing(server, sql):
+    """A client's cancel (ADBC's, which cancels the DoGet as JDBC's Statement.cancel does)
+    stops the query inside its operators, not at its time limit: the process goes idle and
+    answers the next query at once, though the query runtime's threads are its cores."""
+    assert goes_idle(server.proc.pid), "busy before the query"
+    conn = connect(server, "analyst")
+    try:
+        cur = conn.cursor()
+        outcome = {}
+
+        def work():
             try:
-                return sluice_rows(conn, "SELECT 1") == [(1,)]
+                cur.execute(sql)
+                outcome["rows"] = cur.fetchall()
             except adbc_driver_manager.Error as e:
-                if "max_concurrent_queries" in str(e):
-                    refused.append(str(e))
-                return False
+                outcome["error"] = str(e)
 
-        assert wait_until(answers, timeout=30)
-        assert refused == []
+        worker = threading.Thread(target=work)
+        worker.start()
+        assert busy_cores(server.proc.pid, 2.0) > 0.8, "the query is not computing"
+        assert not outcome, outcome
+        cur.adbc_cancel()
+        worker.join(10)
+        assert not worker.is_alive() and "CANCELLED" in outcome.get("error", ""), outcome
+        assert goes_idle(server.proc.pid), "the cancelled query still computes"
+        started = time.monotonic()
+        with connect(server, "analyst") as fresh:
+            assert sluice_rows(fresh, "SELECT 1") == [(1,)]
+        assert time.monotonic() - started < 2
+        cur.close()
     finally:
         conn.close()
 

@@ -35,6 +35,7 @@ use crate::plan_cache::{
     DEFAULT_PLAN_CACHE_ENTRIES, PlanCache, PlanKey, RoutedPlan, physical_not_reusable, reusable,
 };
 use crate::query_planner::{self, SluiceQueryPlanner};
+use crate::query_stop::{self, QueryStop};
 use crate::rollups::AvailableRollup;
 use crate::route::{QueryScope, QueryScopeOption, RollupChoice, Route};
 use crate::rules;
@@ -580,6 +581,8 @@ impl Query {
             ..
         } = self;
         // Operators spawn their tasks where the plan starts: on the executor's runtime.
+        let stop = QueryStop::default();
+        let watched_by = stop.clone();
         let start = async move {
             let physical = match (physical, &federated) {
                 (Some(kept), _) => {
@@ -608,6 +611,8 @@ impl Query {
                 }
             };
             debug!(plan = %datafusion::physical_plan::displayable(physical.as_ref()).one_line(), "physical plan");
+            // This run's own checks, on its own copy: not in the plan kept above.
+            let physical = query_stop::watch(physical, &watched_by)?;
             let stream = execute_stream(physical, task_ctx)?;
             match route {
                 Some(route) => with_route_row(stream, &route),
@@ -615,7 +620,7 @@ impl Query {
             }
         };
         let stream = match &executor {
-            Some(executor) => executor.drive(schema, start),
+            Some(executor) => executor.drive(schema, start, stop),
             None => start.await.map_err(Error::Execute)?,
         };
         Ok((stream, manifest))

@@ -43,6 +43,8 @@
 //! - `information_schema`: the tables and columns with their descriptions;
 //! - `manifest`: how a result was computed (sources, rollups, `W`), for the client, EXPLAIN
 //!   (its `sluice_route` row, `explain`) and the log;
+//! - `query_stop`: each run's stop, checked inside its joins, set when its stream is
+//!   dropped (a cancel, a timeout, a client gone);
 //! - `plan_cache`: routed plans, and their physical plans where running them again is
 //!   exact, kept for statements that come again at the same `W`;
 //! - `memory`: each query's operator memory, within its principal's limit and the
@@ -65,6 +67,7 @@ mod partial_aggregate;
 mod placeholders;
 mod plan_cache;
 mod query_planner;
+mod query_stop;
 mod rewrite;
 mod rollups;
 mod route;

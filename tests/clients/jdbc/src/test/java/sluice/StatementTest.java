@@ -30,7 +30,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -232,12 +231,10 @@ class StatementTest {
    * Statement.cancel from another thread, as a tool's Cancel button: the driver cancels its
    * DoGet stream, executeQuery ends at once with an error, and Sluice stops the query.
    *
-   * <p>SLUICE FINDING while this fails: Sluice audits the query as `client_gone` within
-   * 2 s and sluice_active_queries goes back to 0, but the query goes on computing (a core or
-   * two busy) until its query_timeout_secs (60 s on this server), and the same
-   * principal's next query waits behind it (28-41 s, or times out).
+   * <p>SLUICE FINDING, fixed: Sluice audited the query `client_gone` at once, but the join
+   * went on computing (both cores busy) until its query_timeout_secs, and the next query
+   * waited 28-41 s for a thread. Joins now check the run's stop inside their loops.
    */
-  @Disabled("Open Sluice defect (docs/clients.md, Known): an abandoned CPU-bound query keeps computing until its time limit")
   @Test
   void statementCancelStopsALongQuery() throws Exception {
     assertTrue(Env.goesIdle(configuredPid(), Duration.ofSeconds(60)), "idle before");
@@ -273,9 +270,8 @@ class StatementTest {
    * SQLTimeoutException and drops its DoGet call (Sluice audits the query `client_gone`), so
    * Sluice must stop the query.
    *
-   * <p>SLUICE FINDING while this fails: as for Statement.cancel, the query goes on computing.
+   * <p>SLUICE FINDING, fixed: as for Statement.cancel, the query went on computing.
    */
-  @Disabled("Open Sluice defect (docs/clients.md, Known): an abandoned CPU-bound query keeps computing until its time limit")
   @Test
   void setQueryTimeoutEndsALongQuery() throws Exception {
     assertTrue(Env.goesIdle(configuredPid(), Duration.ofSeconds(60)), "idle before");
