@@ -404,7 +404,9 @@ def test_a_cancelled_query_stops_computing(server, sql):
 
         worker = threading.Thread(target=work)
         worker.start()
-        assert busy_cores(server.proc.pid, 2.0) > 0.8, "the query is not computing"
+        # Half a core at least: a recursive CTE computes on one thread, and the window
+        # includes its planning (0.75 was seen for it on a loaded machine).
+        assert busy_cores(server.proc.pid, 2.0) > 0.5, "the query is not computing"
         assert not outcome, outcome
         cur.adbc_cancel()
         worker.join(10)

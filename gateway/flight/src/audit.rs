@@ -44,6 +44,7 @@ impl AuditLog {
             route = r.route,
             sources = ?r.sources,
             error = r.error,
+            client = r.client,
             sql = r.sql,
             "query"
         );
@@ -76,6 +77,8 @@ pub(crate) struct AuditRecord<'a> {
     pub(crate) rows: u64,
     pub(crate) elapsed_ms: f64,
     pub(crate) error: Option<&'a str>,
+    /// The client's `user-agent`: which library (or `sluice-mcp`, for an MCP tool call).
+    pub(crate) client: Option<&'a str>,
 }
 
 impl<'a> AuditRecord<'a> {
@@ -92,6 +95,7 @@ impl<'a> AuditRecord<'a> {
             rows: 0,
             elapsed_ms: 0.0,
             error: None,
+            client: None,
         }
     }
 

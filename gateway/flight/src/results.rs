@@ -31,6 +31,8 @@ use crate::session::Sessions;
 #[derive(Debug)]
 pub(crate) struct QueryContext {
     pub(crate) principal: Arc<Principal>,
+    /// The client's `user-agent`, for the audit record.
+    pub(crate) client: Option<String>,
     pub(crate) sql: String,
     pub(crate) route: String,
     pub(crate) sources: Vec<String>,
@@ -122,6 +124,7 @@ impl ResultStream {
         record.sources = &c.sources;
         record.rows = self.rows;
         record.error = error;
+        record.client = c.client.as_deref();
         c.audit.record(&record);
     }
 

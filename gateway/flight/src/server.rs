@@ -91,10 +91,16 @@ impl SluiceFlightService {
             .authenticate(header.as_deref())
             .map_err(Error::from)?;
         let reply_token = ReplyToken::default();
+        let client = request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect());
         request.extensions_mut().insert(Caller {
             principal,
             session,
             reply_token: reply_token.clone(),
+            client,
         });
         Ok((request, reply_token))
     }

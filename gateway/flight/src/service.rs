@@ -48,6 +48,9 @@ pub(crate) struct Caller {
     pub(crate) session: sluice_auth::Session,
     /// A session token to send back with the reply (settings changed).
     pub(crate) reply_token: ReplyToken,
+    /// The caller's `user-agent` (the client library, or `sluice-mcp` for an MCP tool
+    /// call), for the audit record.
+    pub(crate) client: Option<String>,
 }
 
 impl Caller {

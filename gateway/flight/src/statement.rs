@@ -163,6 +163,7 @@ impl SluiceSqlService {
                 AuditRecord::new(&caller.principal, sql, outcome).elapsed(started.elapsed());
             let message = e.to_string();
             record.error = Some(&message);
+            record.client = caller.client.as_deref();
             self.audit.record(&record);
         }
         result
@@ -589,6 +590,7 @@ impl SluiceSqlService {
         }
         let context = QueryContext {
             principal: Arc::clone(&caller.principal),
+            client: caller.client.clone(),
             sql,
             route: manifest.summary(),
             sources: manifest.sources.clone(),

@@ -315,7 +315,7 @@ impl QueryEngine {
                         .into(),
                 )));
             }
-            parsed => parsed.map_err(Error::Plan)?,
+            parsed => parsed.map_err(|e| Error::Plan(at_the_end(e, &sql)))?,
         };
         let plan = state
             .statement_to_plan(statement)
@@ -655,4 +655,56 @@ fn row_count_placeholders(plan: &LogicalPlan) -> Vec<String> {
         Ok(TreeNodeRecursion::Continue)
     });
     names
+}
+
+/// A parse error at the end of the text gets the position sqlparser gives every other one
+/// (`found: EOF` has none), so that the caller, often a model, knows where the SQL stops short.
+fn at_the_end(
+    e: datafusion::error::DataFusionError,
+    sql: &str,
+) -> datafusion::error::DataFusionError {
+    use datafusion::error::DataFusionError;
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e {
+        DataFusionError::SQL(parser, backtrace) => match *parser {
+            ParserError::ParserError(message)
+                if message.ends_with("found: EOF") && !message.contains("Line:") =>
+            {
+                let line = sql.lines().count().max(1);
+                let column = sql.lines().last().map_or(0, |l| l.chars().count()) + 1;
+                DataFusionError::SQL(
+                    Box::new(ParserError::ParserError(format!(
+                        "{message} at the end of the statement, Line: {line}, Column: {column}"
+                    ))),
+                    backtrace,
+                )
+            }
+            other => DataFusionError::SQL(Box::new(other), backtrace),
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_error(sql: &str) -> String {
+        let e = datafusion::sql::parser::DFParser::parse_sql(sql).unwrap_err();
+        at_the_end(e, sql).to_string()
+    }
+
+    #[test]
+    fn a_statement_that_stops_short_says_where() {
+        let text = parse_error("SELECT count(*) FROM streams WHERE");
+        assert!(text.contains("Line: 1, Column: 35"), "{text}");
+        let text = parse_error("SELECT 1\nFROM");
+        assert!(text.contains("Line: 2, Column: 5"), "{text}");
+    }
+
+    #[test]
+    fn other_parse_errors_keep_sqlparsers_position() {
+        let text = parse_error("SELEC 1");
+        assert_eq!(text.matches("Line:").count(), 1, "{text}");
+    }
 }

@@ -28,9 +28,32 @@ pub(crate) enum Command {
     /// Read a password from standard input and print its Argon2id hash, for a principal's
     /// `password_hash`.
     HashPassword,
+    /// Serve MCP on stdio for a host that starts a command, as a Flight SQL client of a
+    /// running gateway: the same tools as the gateway's `/mcp`. The credential comes from the
+    /// environment: SLUICE_TOKEN (a token or JWT), or SLUICE_USER and SLUICE_PASSWORD.
+    Mcp(McpArgs),
     /// GET an HTTP address and succeed on a 2xx answer: a health check for images without
     /// curl, e.g. `sluice probe http://127.0.0.1:9090/readyz`.
     Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// The gateway: `grpc://host:port` or `grpc+tls://host:port`.
+    #[arg(long, env = "SLUICE_URL", default_value = "grpc://127.0.0.1:32010")]
+    pub(crate) url: String,
+    /// The CA (PEM) of the gateway's certificate, for grpc+tls.
+    #[arg(long, env = "SLUICE_TLS_CA")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// Rows `query` returns when the caller does not say.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) default_rows: usize,
+    /// The most rows a caller may ask `query` for.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) max_rows: usize,
+    /// The most bytes of rows (as JSON) `query` returns.
+    #[arg(long, default_value_t = 65536)]
+    pub(crate) max_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +121,10 @@ pub(crate) struct ServeArgs {
     /// (`127.0.0.1:0` picks a free port). Default: none.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Address to serve MCP (Streamable HTTP, `/mcp`) on (`127.0.0.1:0` picks a free port).
+    /// Default: `[mcp] listen`; the embedded default serves it on 127.0.0.1:32011.
+    #[arg(long, env = "SLUICE_MCP_LISTEN")]
+    pub(crate) mcp_listen: Option<SocketAddr>,
     /// Check the configuration (file, then SLUICE_* variables, then flags) without
     /// connecting to anything, print the settings in effect (no secrets), and exit.
     #[arg(long)]

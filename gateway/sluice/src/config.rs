@@ -27,8 +27,11 @@ pub(crate) struct FileConfig {
     pub(crate) clickhouse: Option<sluice_connector_clickhouse::ClickHouseConfig>,
     #[serde(default)]
     pub(crate) auth: AuthSection,
-    /// TLS for the Flight SQL endpoint.
+    /// TLS for the Flight SQL endpoint (and the MCP endpoint).
     pub(crate) tls: Option<TlsSection>,
+    /// The MCP endpoint for agents.
+    #[serde(default)]
+    pub(crate) mcp: McpSection,
     /// Every principal's limits, unless its own `limits` say otherwise.
     #[serde(default)]
     pub(crate) limits: LimitsConfig,
@@ -181,6 +184,71 @@ pub(crate) struct TlsSection {
 
 fn enabled() -> bool {
     true
+}
+
+/// `[mcp]`: the Model Context Protocol endpoint (Streamable HTTP at `/mcp`). Served when
+/// `listen` is set, and on loopback by the embedded default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct McpSection {
+    /// Address to serve MCP on (`127.0.0.1:0` picks a free port).
+    pub(crate) listen: Option<SocketAddr>,
+    /// Rows `query` returns when the caller does not say.
+    #[serde(default = "default_rows")]
+    pub(crate) default_rows: usize,
+    /// The most rows a caller may ask `query` for.
+    #[serde(default = "max_rows")]
+    pub(crate) max_rows: usize,
+    /// The most bytes of rows (as JSON) `query` returns.
+    #[serde(default = "max_bytes")]
+    pub(crate) max_bytes: usize,
+    /// `Host` values accepted. Default: loopback names when `listen` is loopback, else any
+    /// (every request must carry a credential either way).
+    pub(crate) allowed_hosts: Option<Vec<String>>,
+}
+
+impl Default for McpSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            default_rows: default_rows(),
+            max_rows: max_rows(),
+            max_bytes: max_bytes(),
+            allowed_hosts: None,
+        }
+    }
+}
+
+impl McpSection {
+    /// The caps, checked: the default within the ceiling, none zero.
+    pub(crate) fn caps(&self) -> Result<sluice_mcp::Caps, String> {
+        if self.default_rows == 0 || self.max_rows == 0 || self.max_bytes == 0 {
+            return Err("[mcp] default_rows, max_rows and max_bytes must be above 0".into());
+        }
+        if self.default_rows > self.max_rows {
+            return Err(format!(
+                "[mcp] default_rows ({}) is above max_rows ({})",
+                self.default_rows, self.max_rows
+            ));
+        }
+        Ok(sluice_mcp::Caps {
+            default_rows: self.default_rows,
+            max_rows: self.max_rows,
+            max_bytes: self.max_bytes,
+        })
+    }
+}
+
+fn default_rows() -> usize {
+    200
+}
+
+fn max_rows() -> usize {
+    1000
+}
+
+fn max_bytes() -> usize {
+    64 * 1024
 }
 
 #[derive(Debug, Default, Deserialize)]

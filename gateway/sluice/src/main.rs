@@ -1,11 +1,13 @@
 //! `sluice`: the binary that wires the stages together: configuration and CLI, the sources
-//! (embedded, ClickHouse, Redis), the planner, authentication and the Flight SQL server.
+//! (embedded, ClickHouse, Redis), the planner, authentication, the Flight SQL server and the
+//! MCP endpoint beside it (`sluice mcp` serves the same tools on stdio).
 
 mod cli;
 mod clickhouse;
 mod config;
 mod generate;
 mod load;
+mod mcp;
 mod probe;
 mod serve;
 mod telemetry;
@@ -30,6 +32,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Generate(args) => generate::run(args),
         cli::Command::Load(args) => load::run(args),
         cli::Command::Clickhouse(cli::ClickhouseCommand::Init(args)) => clickhouse::init(args),
+        cli::Command::Mcp(args) => mcp::run(args),
         cli::Command::HashPassword => hash_password(),
         cli::Command::Probe(args) => probe::run(&args),
     };

@@ -64,7 +64,8 @@ fn demo_principals(dataset: &Dataset) -> Vec<PrincipalConfig> {
             name: u.clone(),
             password: Some(u.clone()),
             password_hash: None,
-            token: None,
+            // The demo's MCP credential: `Authorization: Bearer <user name>`.
+            token: Some(u.clone()),
             role: Role::Listener,
             user_id: Some(u),
             limits: Default::default(),
@@ -74,7 +75,7 @@ fn demo_principals(dataset: &Dataset) -> Vec<PrincipalConfig> {
         name: "analyst".into(),
         password: Some("analyst".into()),
         password_hash: None,
-        token: None,
+        token: Some("analyst".into()),
         role: Role::Analyst,
         user_id: None,
         limits: Default::default(),
@@ -83,7 +84,7 @@ fn demo_principals(dataset: &Dataset) -> Vec<PrincipalConfig> {
         name: "admin".into(),
         password: Some("admin".into()),
         password_hash: None,
-        token: None,
+        token: Some("admin".into()),
         role: Role::Admin,
         user_id: None,
         limits: Default::default(),
@@ -128,7 +129,38 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         limits,
         replica_secret: file.server.replica_secret.clone(),
     };
-    let tls = tls(&args.tls_cert, &args.tls_key, file.tls.as_ref(), listen)?;
+    let flight_tls = tls_files(
+        &args.tls_cert,
+        &args.tls_key,
+        file.tls.as_ref(),
+        listen,
+        "Flight SQL",
+    )?;
+    let tls = tls(flight_tls.as_ref())?;
+    let mcp_caps = file.mcp.caps()?;
+    let mcp_listen = match args.mcp_listen.or(file.mcp.listen) {
+        Some(addr) => Some(addr),
+        // The embedded default serves MCP beside Flight SQL, on loopback only.
+        None if demo_logins && listen.ip().is_loopback() => Some(SocketAddr::new(
+            listen.ip(),
+            match listen.port() {
+                0 => 0,
+                p => p.checked_add(1).unwrap_or(0),
+            },
+        )),
+        None => None,
+    };
+    let mcp_allowed_hosts = file.mcp.allowed_hosts.clone();
+    let mcp_tls = match mcp_listen {
+        Some(addr) => tls_files(
+            &args.tls_cert,
+            &args.tls_key,
+            file.tls.as_ref(),
+            addr,
+            "MCP",
+        )?,
+        None => None,
+    };
     let server = &file.server;
     let grace = Duration::from_secs(server.shutdown_grace_secs);
     let data = args.data.or(file.data.clone());
@@ -154,7 +186,21 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
             tls.is_some(),
             &limits,
         );
-        print!("configuration ok\ndata = {data}\n{settings}");
+        let mcp = match mcp_listen {
+            Some(addr) => format!(
+                "mcp.listen = {addr} ({}), rows {} by default, at most {}, at most {} bytes\n",
+                if mcp_tls.is_some() {
+                    "TLS"
+                } else {
+                    "plaintext"
+                },
+                mcp_caps.default_rows,
+                mcp_caps.max_rows,
+                mcp_caps.max_bytes
+            ),
+            None => "mcp.listen = none\n".to_string(),
+        };
+        print!("configuration ok\ndata = {data}\n{settings}{mcp}");
         return Ok(());
     }
     // With ClickHouse, every part of an answer comes from the configured sources: no
@@ -173,7 +219,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         Some(dataset) if demo_logins => demo_principals(dataset),
         _ => file.principal.clone(),
     };
-    let auth = Authenticator::new(&principals, &options)?;
+    let auth = Arc::new(Authenticator::new(&principals, &options)?);
     if !demo_logins {
         auth.warn_plain_passwords();
     }
@@ -223,7 +269,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
                 .with_plan_cache(plan_cache_entries),
         );
         let service =
-            SluiceFlightService::new(engine, Arc::new(auth), audit, Arc::clone(&admission))
+            SluiceFlightService::new(engine, Arc::clone(&auth), audit, Arc::clone(&admission))
                 .with_start_at_prepare(start_at_prepare);
         // Queries started for a ticket (or a prepare) that never came to fetch them give
         // their places back within a second of expiring, even when no statement follows.
@@ -247,6 +293,35 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
                     .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
                 let local = l.local_addr()?;
                 tokio::spawn(sluice_metrics::serve(l));
+                Some(local)
+            }
+            None => None,
+        };
+        let mcp = match mcp_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("listening for MCP on {addr}: {e}"))?;
+                let local = l.local_addr()?;
+                // The tools call this gateway's own Flight SQL service, in-process.
+                let tools = sluice_mcp::SluiceTools::new(
+                    sluice_mcp::Gateway::new(service.clone().into_server()),
+                    mcp_caps,
+                    None,
+                );
+                let allowed_hosts = match mcp_allowed_hosts {
+                    Some(hosts) => hosts,
+                    None if local.ip().is_loopback() => {
+                        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+                    }
+                    None => vec![],
+                };
+                let options = sluice_mcp::HttpOptions {
+                    tls: mcp_tls.clone(),
+                    allowed_hosts,
+                };
+                tokio::spawn(sluice_mcp::serve_http(l, tools, Arc::clone(&auth), options)?);
+                info!(address = %local, tls = mcp_tls.is_some(), "serving MCP");
                 Some(local)
             }
             None => None,
@@ -283,6 +358,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         }
         if let Some(m) = metrics {
             banner.push_str(&format!("Metrics: http://{m}/metrics\n"));
+        }
+        if let Some(m) = mcp {
+            let scheme = if mcp_tls.is_some() { "https" } else { "http" };
+            let demo = if demo_logins {
+                " (Authorization: Bearer <login name>)"
+            } else {
+                ""
+            };
+            banner.push_str(&format!("MCP: {scheme}://{m}/mcp{demo}\n"));
         }
         let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
         banner.push_str(&format!("Flight SQL: {scheme}://{local}\n"));
@@ -450,13 +534,16 @@ async fn drain(admission: &Admission, grace: Duration) {
 /// TLS for the Flight SQL endpoint, from the flags, else `[tls]`. Plaintext only when
 /// configured off (`[tls] enabled = false`), or unconfigured on a loopback address, which
 /// nothing off this machine reaches (the demo, the tests).
-fn tls(
+/// The certificate and key (PEM) Flight SQL and MCP are served with, if any; serving on a
+/// non-loopback `listen` without them must be asked for (`[tls] enabled = false`).
+fn tls_files(
     cert: &Option<PathBuf>,
     key: &Option<PathBuf>,
     section: Option<&TlsSection>,
     listen: SocketAddr,
-) -> Result<Option<tonic::transport::ServerTlsConfig>, BoxError> {
-    let files = match (cert, key, section) {
+    what: &str,
+) -> Result<Option<(PathBuf, PathBuf)>, BoxError> {
+    Ok(match (cert, key, section) {
         (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
         (_, _, Some(t)) if !t.enabled => None,
         (
@@ -474,12 +561,18 @@ fn tls(
         (_, _, None) if listen.ip().is_loopback() => None,
         (_, _, None) => {
             return Err(format!(
-                "refusing to serve Flight SQL on {listen} without TLS: set [tls] cert and key \
+                "refusing to serve {what} on {listen} without TLS: set [tls] cert and key \
                  (or --tls-cert and --tls-key), or [tls] enabled = false to serve plaintext on purpose"
             )
             .into());
         }
-    };
+    })
+}
+
+/// Flight SQL's TLS configuration from the files.
+fn tls(
+    files: Option<&(PathBuf, PathBuf)>,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, BoxError> {
     let Some((cert, key)) = files else {
         return Ok(None);
     };
@@ -487,7 +580,7 @@ fn tls(
         std::fs::read(p).map_err(|e| format!("reading the TLS {what} {}: {e}", p.display()))
     };
     let identity =
-        tonic::transport::Identity::from_pem(read(&cert, "certificate")?, read(&key, "key")?);
+        tonic::transport::Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
     Ok(Some(
         tonic::transport::ServerTlsConfig::new().identity(identity),
     ))
