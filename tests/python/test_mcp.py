@@ -18,6 +18,7 @@ import datetime as dt
 import decimal
 import json
 import re
+import ssl
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from conftest import END, ME, USERS, sluice_bin, start_server, wait_until
 from helpers import duck_rows
-from test_auth_tls_limits import busy_cores, goes_idle
+from test_auth_tls_limits import busy_cores, goes_idle, self_signed
 from test_security import ATTEMPTS, OTHER_ID, assert_no_secret, secrets  # noqa: F401 (a fixture)
 
 TOOLS = ["describe_table", "explain", "list_tables", "query"]
@@ -540,6 +541,13 @@ user_id = "u0004"
 name = "ana"
 token = "ana-token"
 role = "analyst"
+
+[[principal]]
+name = "tiny"
+token = "tiny-token"
+role = "listener"
+user_id = "u0004"
+limits = {{ max_rows = 50 }}
 """
 
 
@@ -749,3 +757,60 @@ def test_errors_say_what_to_fix(server):
     for message in (parse, garbage):
         assert re.search(r"Line: 1, Column: \d+", message), message
         assert "Fix the SQL" in message, message
+
+
+def test_a_principals_limit_holds_through_mcp_and_says_which(configured):
+    """A principal's own `max_rows` (50) applies to its MCP calls as to Flight SQL: a
+    60-row answer is refused with the limit named and what to do, a 40-row one is whole."""
+    server, _ = configured
+
+    async def scenario():
+        async with over_http(mcp_url(server), "tiny-token") as client:
+            over = await refused(client, "query", sql="SELECT ts FROM streams ORDER BY ts LIMIT 60")
+            under = await ok(client, "query", sql="SELECT ts FROM streams ORDER BY ts LIMIT 40")
+            return over, under.structured_content
+
+    over, under = run(scenario())
+    assert "max_rows" in over and "50" in over and "tiny" in over, over
+    assert "Ask for less" in over, over
+    assert under["row_count"] == 40 and not under["truncated"], under
+
+
+@pytest.fixture(scope="module")
+def tls_server(dataset_dir, tmp_path_factory):
+    """The embedded default with TLS: MCP is served over HTTPS with Flight SQL's certificate."""
+    folder = tmp_path_factory.mktemp("mcp-tls")
+    ca = self_signed(folder)
+    for server in start_server(dataset_dir, "--tls-cert", str(folder / "tls.crt"),
+                               "--tls-key", str(folder / "tls.key")):
+        yield server, ca
+
+
+def test_mcp_over_tls(tls_server):
+    """With `[tls]` (here the flags), MCP is HTTPS with the same certificate: a client that
+    trusts the CA gets answers, plain HTTP to the port gets none, and `sluice mcp` reaches a
+    grpc+tls gateway with SLUICE_TLS_CA."""
+    server, ca = tls_server
+    url = mcp_url(server)
+    assert url.startswith("https://127.0.0.1:"), url
+    assert server.uri.startswith("grpc+tls://")
+
+    async def over_https():
+        trust = ssl.create_default_context(cafile=str(ca))
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {ME}"}, verify=trust,
+                                      timeout=httpx2.Timeout(60)) as http:
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                return (await ok(client, "query", sql="SELECT DISTINCT user_id FROM streams")
+                        ).structured_content
+
+    assert run(over_https())["rows"] == [[ME]]
+    with pytest.raises(httpx2.HTTPError):
+        httpx2.post(url.replace("https://", "http://"), json=INITIALIZE, timeout=5,
+                    headers={"Authorization": f"Bearer {ME}"})
+
+    async def over_stdio_tls():
+        async with over_stdio(server, {"SLUICE_TOKEN": ME, "SLUICE_TLS_CA": str(ca)}) as client:
+            return (await ok(client, "query", sql="SELECT DISTINCT user_id FROM streams")
+                    ).structured_content
+
+    assert run(over_stdio_tls())["rows"] == [[ME]]
