@@ -28,9 +28,10 @@ COPY --from=build /out/sluice /usr/local/bin/sluice
 USER 10001:10001
 WORKDIR /var/lib/sluice
 ENV SLUICE_LISTEN=0.0.0.0:32010 \
+    SLUICE_MCP_LISTEN=0.0.0.0:32011 \
     SLUICE_METRICS_LISTEN=0.0.0.0:9090
-# Flight SQL, then metrics and health.
-EXPOSE 32010 9090
+# Flight SQL, MCP (agents), then metrics and health.
+EXPOSE 32010 32011 9090
 # tini forwards SIGTERM to sluice, which drains running queries before it exits.
 ENTRYPOINT ["/usr/bin/tini", "--", "sluice"]
 CMD ["serve"]

@@ -83,7 +83,7 @@ def test_the_deployment_probes_runs_unprivileged_and_is_bounded():
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == \
-        {"flight-sql": 32010, "metrics": 9090}
+        {"flight-sql": 32010, "metrics": 9090, "mcp": 32011}
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["readOnlyRootFilesystem"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
@@ -92,7 +92,8 @@ def test_the_deployment_probes_runs_unprivileged_and_is_bounded():
     grace = int(re.search(r"shutdown_grace_secs = (\d+)", config).group(1))
     assert pod["terminationGracePeriodSeconds"] > grace
     services = {s["metadata"]["name"]: s for s in docs if s["kind"] == "Service"}
-    assert services["sluice"]["spec"]["ports"][0]["targetPort"] == "flight-sql"
+    assert [p["targetPort"] for p in services["sluice"]["spec"]["ports"]] == ["flight-sql", "mcp"]
+    assert "[mcp]\nlisten = \"0.0.0.0:32011\"" in config
     assert services["sluice-metrics"]["spec"]["ports"][0]["targetPort"] == "metrics"
     assert kind(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == "sluice"
     assert kind(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
@@ -146,6 +147,7 @@ def test_sluice_accepts_the_configuration_the_chart_renders(tmp_path):
     result = check_config(env, path)
     assert result.returncode == 0, result.stderr
     assert "listen = 0.0.0.0:32010 (plaintext)" in result.stdout
+    assert "mcp.listen = 0.0.0.0:32011 (plaintext)" in result.stdout
     assert "server.shutdown_grace_secs = 30" in result.stdout
     # Every pod gets the replicas' secret from the chart's Secret, generated at install.
     assert len(env["SLUICE_SERVER__REPLICA_SECRET"]) >= 32
@@ -197,6 +199,7 @@ def test_sluice_accepts_the_compose_environment(tmp_path):
     assert "clickhouse = http://clickhouse:8123/sluice as sluice (password set)" in result.stdout
     assert "redis = redis://redis:6379/" in result.stdout
     assert "listen = 0.0.0.0:32010 (plaintext)" in result.stdout
+    assert "mcp.listen = 0.0.0.0:32011 (plaintext)" in result.stdout
     # The image's own default refuses plaintext off loopback unless told otherwise.
     env.pop("SLUICE_TLS__ENABLED")
     refused = check_config(env, config)
@@ -210,7 +213,7 @@ def test_the_dockerfile_builds_sluice_and_runs_it_unprivileged():
     assert "cargo build --release --locked -p sluice" in text
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and not user[-1].startswith(("0", "root"))
-    assert re.search(r"^EXPOSE 32010 9090$", text, re.M)
+    assert re.search(r"^EXPOSE 32010 32011 9090$", text, re.M)
     # The compose file's health check and the chart's probes use what the image has.
     assert "sluice probe" in " ".join(
         yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["sluice"]
