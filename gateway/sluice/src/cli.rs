@@ -122,7 +122,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// Address to serve MCP (Streamable HTTP, `/mcp`) on (`127.0.0.1:0` picks a free port).
-    /// Default: `[mcp] listen`; the embedded default serves it on 127.0.0.1:32011.
+    /// Default: `[mcp] listen`; the embedded default serves it on loopback (127.0.0.1:32011
+    /// beside the default Flight SQL address, a free port beside another).
     #[arg(long, env = "SLUICE_MCP_LISTEN")]
     pub(crate) mcp_listen: Option<SocketAddr>,
     /// Check the configuration (file, then SLUICE_* variables, then flags) without

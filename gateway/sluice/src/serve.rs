@@ -22,6 +22,7 @@ use crate::config::{FileConfig, TlsSection};
 use crate::generate::today;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:32010";
+const DEFAULT_MCP_PORT: u16 = 32011;
 const DEMO_DIR: &str = "data/demo";
 
 type BoxError = Box<dyn std::error::Error>;
@@ -112,6 +113,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     // The file, then SLUICE_<SECTION>__<KEY> variables, then flags (and their variables).
     let file = FileConfig::load(args.config.as_deref())?;
     let telemetry = crate::telemetry::init(Some(&file.telemetry))?;
+    let explicit_listen = args.listen.or(file.listen).is_some();
     let listen: SocketAddr = match args.listen.or(file.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse()?,
@@ -140,13 +142,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     let mcp_caps = file.mcp.caps()?;
     let mcp_listen = match args.mcp_listen.or(file.mcp.listen) {
         Some(addr) => Some(addr),
-        // The embedded default serves MCP beside Flight SQL, on loopback only.
+        // The embedded default serves MCP beside Flight SQL, on loopback only: on 32011
+        // beside the default 32010, else on a free port (the banner says which), so that
+        // an address chosen for Flight SQL never fails for want of the port after it.
         None if demo_logins && listen.ip().is_loopback() => Some(SocketAddr::new(
             listen.ip(),
-            match listen.port() {
-                0 => 0,
-                p => p.checked_add(1).unwrap_or(0),
-            },
+            if explicit_listen { 0 } else { DEFAULT_MCP_PORT },
         )),
         None => None,
     };
