@@ -2,6 +2,8 @@
 //! what to do instead. The gateway's own message (which never carries another listener's
 //! data) is kept whole; a hint is added by the gRPC code, never by the text.
 
+use std::error::Error as _;
+
 use arrow_flight::error::FlightError;
 use tonic::Code;
 
@@ -22,9 +24,15 @@ pub enum Error {
     /// The caller's arguments were wrong.
     #[error("{0}")]
     Arguments(String),
-    /// The gateway could not be reached (stdio mode).
+    /// The gateway's address is unusable (stdio mode).
     #[error("connecting to the gateway at {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// The call never reached the gateway (stdio mode: it is down or elsewhere).
+    #[error(
+        "the gateway could not be reached ({reason}): check that `sluice serve` runs at the \
+         address `sluice mcp --url` was given, then try again"
+    )]
+    Unreachable { reason: String },
     /// Serving MCP failed (binding, TLS files, the transport).
     #[error("{0}")]
     Serve(String),
@@ -35,6 +43,11 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<FlightError> for Error {
     fn from(e: FlightError) -> Self {
         match e {
+            // A status made here, not sent by the gateway, carries the transport's error as
+            // its source: the call never got there.
+            FlightError::Tonic(status) if status.source().is_some() => Self::Unreachable {
+                reason: status.message().to_string(),
+            },
             FlightError::Tonic(status) => Self::Gateway { status },
             other => Self::Answer(other.to_string()),
         }
@@ -94,6 +107,19 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with("the result passed this principal's max_result_rows (1000)"));
         assert!(text.contains("Ask for less"), "{text}");
+    }
+
+    #[test]
+    fn a_call_that_never_left_says_the_gateway_is_unreachable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let mut status = tonic::Status::unavailable("tcp connect error");
+        status.set_source(std::sync::Arc::new(io));
+        let text = Error::from(FlightError::Tonic(Box::new(status))).to_string();
+        assert!(
+            text.contains("could not be reached (tcp connect error)"),
+            "{text}"
+        );
+        assert!(text.contains("sluice mcp --url"), "{text}");
     }
 
     #[test]
