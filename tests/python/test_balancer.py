@@ -327,9 +327,11 @@ def test_tls_at_the_balancer_and_to_the_replicas(deployment, dataset_dir, tmp_pa
         replicas.stop()
 
 
-def ask_with_retries(uri, sql, expected, attempts=30):
+def ask_with_retries(uri, sql, expected, attempts=60):
     """What a client that retries does: a new connection and the query again, up to
-    `attempts` times half a second apart. Returns the errors seen before it succeeded."""
+    `attempts` times half a second apart (30 s: nginx keeps a failed replica out for its
+    fail_timeout of 10 s, and a restart on a loaded machine takes seconds more; 15 s was
+    once not enough in CI). Returns the errors seen before it succeeded."""
     errors = []
     for _ in range(attempts):
         try:
