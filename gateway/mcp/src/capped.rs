@@ -34,6 +34,22 @@ impl Default for Caps {
     }
 }
 
+impl Caps {
+    /// The caps, if they can be served: none zero, the default within the ceiling.
+    pub fn checked(self) -> std::result::Result<Self, String> {
+        if self.default_rows == 0 || self.max_rows == 0 || self.max_bytes == 0 {
+            return Err("default_rows, max_rows and max_bytes must be above 0".into());
+        }
+        if self.default_rows > self.max_rows {
+            return Err(format!(
+                "default_rows ({}) is above max_rows ({})",
+                self.default_rows, self.max_rows
+            ));
+        }
+        Ok(self)
+    }
+}
+
 /// Why a result was cut short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
@@ -203,6 +219,24 @@ mod tests {
         let (schema, b) = batches(n, per);
         let stream = futures::stream::iter(b.into_iter().map(Ok::<_, Error>));
         read_capped(schema, stream, rows, bytes).await.unwrap()
+    }
+
+    #[test]
+    fn caps_that_cannot_be_served_are_refused() {
+        assert!(Caps::default().checked().is_ok());
+        let e = Caps {
+            default_rows: 300,
+            max_rows: 100,
+            ..Caps::default()
+        }
+        .checked()
+        .unwrap_err();
+        assert_eq!(e, "default_rows (300) is above max_rows (100)");
+        let zero = Caps {
+            max_bytes: 0,
+            ..Caps::default()
+        };
+        assert!(zero.checked().is_err());
     }
 
     #[tokio::test]

@@ -46,13 +46,13 @@ pub(crate) struct McpArgs {
     #[arg(long, env = "SLUICE_TLS_CA")]
     pub(crate) tls_ca: Option<PathBuf>,
     /// Rows `query` returns when the caller does not say.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = sluice_mcp::Caps::default().default_rows)]
     pub(crate) default_rows: usize,
     /// The most rows a caller may ask `query` for.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = sluice_mcp::Caps::default().max_rows)]
     pub(crate) max_rows: usize,
     /// The most bytes of rows (as JSON) `query` returns.
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = sluice_mcp::Caps::default().max_bytes)]
     pub(crate) max_bytes: usize,
 }
 

@@ -220,35 +220,29 @@ impl Default for McpSection {
 }
 
 impl McpSection {
-    /// The caps, checked: the default within the ceiling, none zero.
+    /// The caps, checked.
     pub(crate) fn caps(&self) -> Result<sluice_mcp::Caps, String> {
-        if self.default_rows == 0 || self.max_rows == 0 || self.max_bytes == 0 {
-            return Err("[mcp] default_rows, max_rows and max_bytes must be above 0".into());
-        }
-        if self.default_rows > self.max_rows {
-            return Err(format!(
-                "[mcp] default_rows ({}) is above max_rows ({})",
-                self.default_rows, self.max_rows
-            ));
-        }
-        Ok(sluice_mcp::Caps {
+        sluice_mcp::Caps {
             default_rows: self.default_rows,
             max_rows: self.max_rows,
             max_bytes: self.max_bytes,
-        })
+        }
+        .checked()
+        .map_err(|e| format!("[mcp] {e}"))
     }
 }
 
+// The defaults are the MCP crate's.
 fn default_rows() -> usize {
-    200
+    sluice_mcp::Caps::default().default_rows
 }
 
 fn max_rows() -> usize {
-    1000
+    sluice_mcp::Caps::default().max_rows
 }
 
 fn max_bytes() -> usize {
-    64 * 1024
+    sluice_mcp::Caps::default().max_bytes
 }
 
 #[derive(Debug, Default, Deserialize)]

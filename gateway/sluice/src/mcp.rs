@@ -29,13 +29,13 @@ fn authorization(env: impl Fn(&str) -> Option<String>) -> Result<String, BoxErro
 
 pub(crate) fn run(args: McpArgs) -> Result<(), BoxError> {
     let authorization = authorization(|name| std::env::var(name).ok())?;
-    let caps = crate::config::McpSection {
+    let caps = sluice_mcp::Caps {
         default_rows: args.default_rows,
         max_rows: args.max_rows,
         max_bytes: args.max_bytes,
-        ..Default::default()
     }
-    .caps()?;
+    .checked()
+    .map_err(|e| format!("sluice mcp: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -113,8 +113,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
     // The file, then SLUICE_<SECTION>__<KEY> variables, then flags (and their variables).
     let file = FileConfig::load(args.config.as_deref())?;
     let telemetry = crate::telemetry::init(Some(&file.telemetry))?;
-    let explicit_listen = args.listen.or(file.listen).is_some();
-    let listen: SocketAddr = match args.listen.or(file.listen) {
+    let chosen_listen = args.listen.or(file.listen);
+    let listen: SocketAddr = match chosen_listen {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse()?,
     };
@@ -147,7 +147,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), BoxError> {
         // an address chosen for Flight SQL never fails for want of the port after it.
         None if demo_logins && listen.ip().is_loopback() => Some(SocketAddr::new(
             listen.ip(),
-            if explicit_listen { 0 } else { DEFAULT_MCP_PORT },
+            if chosen_listen.is_some() {
+                0
+            } else {
+                DEFAULT_MCP_PORT
+            },
         )),
         None => None,
     };
@@ -532,11 +536,10 @@ async fn drain(admission: &Admission, grace: Duration) {
     }
 }
 
-/// TLS for the Flight SQL endpoint, from the flags, else `[tls]`. Plaintext only when
-/// configured off (`[tls] enabled = false`), or unconfigured on a loopback address, which
-/// nothing off this machine reaches (the demo, the tests).
-/// The certificate and key (PEM) Flight SQL and MCP are served with, if any; serving on a
-/// non-loopback `listen` without them must be asked for (`[tls] enabled = false`).
+/// The certificate and key (PEM) Flight SQL and MCP are served with on `listen`, from the
+/// flags, else `[tls]`. Plaintext only when configured off (`[tls] enabled = false`), or
+/// unconfigured on a loopback address, which nothing off this machine reaches (the demo,
+/// the tests).
 fn tls_files(
     cert: &Option<PathBuf>,
     key: &Option<PathBuf>,
